@@ -1,0 +1,222 @@
+"""AlexNet (Krizhevsky, Sutskever & Hinton, 2012), layer by layer, with its ablation switches.
+
+Paper layout for 227x227x3 inputs (feature maps 55 -> 27 -> 27 -> 13 -> 13 -> 13 -> 13 -> 6):
+
+    conv1 96x11x11/4  -> ReLU -> LRN -> maxpool 3/2      (tower-local)
+    conv2 256x5x5 p2  -> ReLU -> LRN -> maxpool 3/2      (tower-local)
+    conv3 384x3x3 p1  -> ReLU                            (reads both towers)
+    conv4 384x3x3 p1  -> ReLU                            (tower-local)
+    conv5 256x3x3 p1  -> ReLU -> maxpool 3/2             (tower-local)
+    fc6 4096 -> ReLU -> dropout                          (reads both towers)
+    fc7 4096 -> ReLU -> dropout                          (reads both towers)
+    fc8 num_classes                                      (reads both towers)
+
+Widths are totals over the towers; a tower holds width // towers kernels. conv1 and every
+fc layer read the whole input of their tower, so the parameter count (60,965,224 for 1000
+classes) is that of the usual "grouped" AlexNet. fc8 is one layer shared by the towers
+(replicated on the `model` axis), since its output is the class scores both need.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from alexnet_jax.models import towers as tw
+from alexnet_jax.models.lrn import local_response_norm
+from alexnet_jax.models.pooling import max_pool
+
+ACTIVATIONS: dict[str, Callable] = {"relu": jax.nn.relu, "tanh": jnp.tanh}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """Everything that shapes the network; built from `config.model`."""
+  num_classes: int = 1000
+  input_size: int = 227
+  towers: int = 2
+  conv_features: Sequence[int] = (96, 256, 384, 384, 256)
+  conv_kernels: Sequence[int] = (11, 5, 3, 3, 3)
+  conv_strides: Sequence[int] = (4, 1, 1, 1, 1)
+  conv_padding: Sequence[int] = (0, 2, 1, 1, 1)
+  conv_layers: Sequence[int] = (1, 2, 3, 4, 5)
+  cross_tower: Sequence[int] = (3,)
+  lrn: bool = True
+  lrn_after: Sequence[int] = (1, 2)
+  lrn_size: int = 5
+  lrn_k: float = 2.0
+  lrn_alpha: float = 1e-4
+  lrn_beta: float = 0.75
+  pool_after: Sequence[int] = (1, 2, 5)
+  pool_window: int = 3
+  pool_stride: int = 2
+  fc_features: Sequence[int] = (4096, 4096)
+  dropout: float = 0.5
+  activation: str = "relu"
+  init: str = "paper"
+  init_std: float = 0.01
+  bias_one: Sequence[str] = ("conv2", "conv4", "conv5", "fc6", "fc7")
+  dtype: str = "float32"
+
+  @classmethod
+  def from_config(cls, model_config) -> "ModelSpec":
+    fields = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in model_config.items() if k in fields}
+    for k, v in values.items():
+      if isinstance(v, list):
+        values[k] = tuple(v)
+    return cls(**values)
+
+
+def _kernel_init(spec: ModelSpec, fan_in: int):
+  if spec.init == "paper":
+    std = spec.init_std
+  elif spec.init == "he":
+    std = math.sqrt(2.0 / fan_in)
+  else:
+    raise ValueError(f"unknown init {spec.init!r}")
+  return lambda key, shape, dtype=jnp.float32: std * jax.random.normal(key, shape, jnp.float32)
+
+
+def _bias_init(spec: ModelSpec, name: str):
+  # The paper's constant 1 keeps ReLUs of these layers in their positive part early on.
+  value = 1.0 if spec.init == "paper" and name in spec.bias_one else 0.0
+  return lambda key, shape, dtype=jnp.float32: jnp.full(shape, value, jnp.float32)
+
+
+class AlexNet(nn.Module):
+  """The network. Call with NHWC images; returns float32 logits.
+
+  `model_axis` / `data_axis` name the mesh axes when the module runs inside
+  `shard_map`: towers then spread over `model_axis`, and dropout masks are drawn for the
+  global batch so that a sharded run draws the same masks as a single-device run.
+  """
+  spec: ModelSpec
+  model_axis: str | None = None
+  data_axis: str | None = None
+
+  def _tower_param(self, name, kind, shape_per_tower, fan_in):
+    t = tw.local_towers(self.spec.towers, self.model_axis)
+    init = _kernel_init(self.spec, fan_in) if kind == "kernel" else _bias_init(self.spec, name)
+    return self.param(kind, init, (t, *shape_per_tower))
+
+  @nn.compact
+  def __call__(self, images, *, train: bool):
+    spec = self.spec
+    if images.ndim != 4 or images.shape[1:3] != (spec.input_size, spec.input_size):
+      raise ValueError(
+          f"AlexNet expects NHWC images of {spec.input_size}x{spec.input_size} "
+          f"(config.model.input_size), got shape {images.shape}.")
+    dtype = DTYPES[spec.dtype]
+    act = ACTIVATIONS[spec.activation]
+    towers = spec.towers
+    n_local = tw.local_towers(towers, self.model_axis)
+    x = images.astype(dtype)
+    xs = [x] * n_local  # Every tower sees the whole image.
+    shared_input = True  # Until the first conv, the towers hold the same (ungathered) input.
+
+    for i in range(1, len(spec.conv_features) + 1):
+      if i in spec.conv_layers:
+        name = f"conv{i}"
+        if i in spec.cross_tower and not shared_input:
+          xs = [tw.gather(xs, self.model_axis)] * n_local
+        xs = ConvTowers(
+            spec=spec, name=name, features=spec.conv_features[i - 1] // towers,
+            kernel=spec.conv_kernels[i - 1], stride=spec.conv_strides[i - 1],
+            padding=spec.conv_padding[i - 1], model_axis=self.model_axis)(xs)
+        xs = [act(x) for x in xs]
+        shared_input = False
+      # LRN and pooling stay in place when their conv is removed, so the map sizes that
+      # fc6 sees do not change with the "remove a middle layer" ablation.
+      if spec.lrn and i in spec.lrn_after:
+        xs = [local_response_norm(x, size=spec.lrn_size, k=spec.lrn_k, alpha=spec.lrn_alpha,
+                                  beta=spec.lrn_beta) for x in xs]
+      if i in spec.pool_after:
+        xs = [max_pool(x, spec.pool_window, spec.pool_stride) for x in xs]
+
+    x = xs[0] if shared_input else tw.gather(xs, self.model_axis)
+    x = x.reshape(x.shape[0], -1)
+    for j, features in enumerate(spec.fc_features):
+      name = f"fc{6 + j}"
+      xs = DenseTowers(spec=spec, name=name, features=features // towers,
+                       model_axis=self.model_axis)(x)
+      xs = [act(h) for h in xs]
+      xs = self._dropout(xs, train)
+      x = tw.gather(xs, self.model_axis)
+
+    fc8 = nn.Dense(spec.num_classes, name=f"fc{6 + len(spec.fc_features)}",
+                   kernel_init=_kernel_init(spec, x.shape[-1]),
+                   bias_init=_bias_init(spec, "fc8"), dtype=dtype)
+    return fc8(x).astype(jnp.float32)
+
+  def _dropout(self, xs, train):
+    rate = self.spec.dropout
+    if not train or rate == 0.0:
+      return xs
+    key = self.make_rng("dropout")
+    first = tw.first_tower(self.spec.towers, self.model_axis)
+    n_data = tw.axis_size(self.data_axis)
+    out = []
+    for t, x in enumerate(xs):
+      # One mask per global tower over the global batch, sliced to this device's rows:
+      # identical to the single-device masks whatever the mesh.
+      k = jax.random.fold_in(key, first + t)
+      local = x.shape[0]
+      keep = jax.random.bernoulli(k, 1.0 - rate, (local * n_data, *x.shape[1:]))
+      if self.data_axis is not None:
+        keep = jax.lax.dynamic_slice_in_dim(keep, tw.axis_index(self.data_axis) * local, local)
+      # Inverted dropout: the paper halves outputs at test time instead; same expectation.
+      out.append(jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype))
+    return out
+
+
+class ConvTowers(nn.Module):
+  """One conv layer as `towers` independent convs, one per tower."""
+  spec: ModelSpec
+  features: int  # Per tower.
+  kernel: int
+  stride: int
+  padding: int
+  model_axis: str | None = None
+
+  @nn.compact
+  def __call__(self, xs):
+    cin = xs[0].shape[-1]
+    k = self.kernel
+    t = tw.local_towers(self.spec.towers, self.model_axis)
+    kernel = self.param("kernel", _kernel_init(self.spec, k * k * cin), (t, k, k, cin, self.features))
+    bias = self.param("bias", _bias_init(self.spec, self.name), (t, self.features))
+    dtype = xs[0].dtype
+    out = []
+    for i, x in enumerate(xs):
+      y = jax.lax.conv_general_dilated(
+          x, kernel[i].astype(dtype), window_strides=(self.stride, self.stride),
+          padding=[(self.padding, self.padding)] * 2,
+          dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      out.append(y + bias[i].astype(dtype))
+    return out
+
+
+class DenseTowers(nn.Module):
+  """A fully connected layer whose output units are split between the towers."""
+  spec: ModelSpec
+  features: int  # Per tower.
+  model_axis: str | None = None
+
+  @nn.compact
+  def __call__(self, x):
+    t = tw.local_towers(self.spec.towers, self.model_axis)
+    d = x.shape[-1]
+    kernel = self.param("kernel", _kernel_init(self.spec, d), (t, d, self.features))
+    bias = self.param("bias", _bias_init(self.spec, self.name), (t, self.features))
+    return [x @ kernel[i].astype(x.dtype) + bias[i].astype(x.dtype) for i in range(t)]
+
+
+def count_params(params) -> int:
+  return sum(int(p.size) for p in jax.tree.leaves(params))
