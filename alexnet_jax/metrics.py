@@ -1,0 +1,310 @@
+"""Where training results go: `metrics.jsonl`, TensorBoard events and the console.
+
+`metrics.jsonl` is the record the reports are built from (row format in docs/DESIGN.md);
+TensorBoard gets the same numbers as scalars for live viewing. Each row is flushed as it
+is written so that a run killed mid-epoch keeps everything it logged, and `read_metrics`
+accepts the half-written line such a kill can leave behind.
+
+The TensorBoard events are written with tensorboard's own record writer and protos rather
+than `tf.summary`: same file format, but no TensorFlow import (seconds and hundreds of MB)
+in a process that may not otherwise need it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import shutil
+import socket
+import sys
+import time
+from typing import Any, Callable, TextIO
+
+from absl import logging
+
+METRICS_FILE = "metrics.jsonl"
+TB_DIR = "tb"
+_KINDS = ("train", "train_epoch", "val", "test")
+_file_ids = itertools.count()
+
+
+def _plain(value: Any, key: str):
+  """Turns NumPy/JAX scalars into the Python values `json` understands."""
+  if value is None or isinstance(value, (str, bool, int, float)):
+    return value
+  if isinstance(value, dict):
+    return {k: _plain(v, f"{key}.{k}") for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_plain(v, key) for v in value]
+  if hasattr(value, "item") and getattr(value, "size", 1) == 1:
+    return value.item()
+  raise TypeError(
+      f"metric {key!r} has a value of type {type(value).__name__} that is not a scalar; "
+      "log scalars (reduce arrays first).")
+
+
+def _is_scalar(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _repair(path: str, drop_after_step: int | None) -> None:
+  """Makes `path` safe to append to.
+
+  A killed run can leave a last line without its newline; appending to it would glue the
+  next row onto the fragment and corrupt both. With `drop_after_step` (a resume from a
+  checkpoint at that step), rows logged after the checkpoint are removed, since the resumed
+  run logs those steps again.
+  """
+  if not os.path.exists(path):
+    return
+  with open(path, "rb") as f:
+    data = f.read()
+  lines = data.split(b"\n")
+  complete, tail = lines[:-1], lines[-1]  # `tail` is b"" when the file ends with "\n".
+  if drop_after_step is None:
+    if tail:
+      with open(path, "r+b") as f:
+        f.truncate(len(data) - len(tail))
+    return
+  keep = []
+  for line in complete:
+    try:
+      row = json.loads(line)
+    except ValueError:
+      continue
+    if row.get("step", 0) <= drop_after_step:
+      keep.append(line + b"\n")
+  tmp = path + ".tmp"
+  with open(tmp, "wb") as f:
+    f.writelines(keep)
+  os.replace(tmp, path)
+
+
+class _EventFile:
+  """Appends scalar summaries to a fresh TensorBoard event file in `logdir`."""
+
+  def __init__(self, logdir: str):
+    # Imported here so that readers of metrics.jsonl never pay for protobuf.
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    self._event_pb2, self._summary_pb2 = event_pb2, summary_pb2
+    os.makedirs(logdir, exist_ok=True)
+    # A new file per writer (TensorBoard merges all files of a directory), named the way
+    # TensorBoard looks for them; the pid and counter keep resumes and tests apart.
+    name = "events.out.tfevents.%010d.%s.%d.%d" % (
+        time.time(), socket.gethostname(), os.getpid(), next(_file_ids))
+    self.path = os.path.join(logdir, name)
+    self._writer = RecordWriter(open(self.path, "wb"))
+    self._write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+    self._writer.flush()
+
+  def _write(self, event):
+    self._writer.write(event.SerializeToString())
+
+  def scalars(self, step: int, values: dict[str, float]) -> None:
+    summary = self._summary_pb2.Summary(value=[
+        self._summary_pb2.Summary.Value(tag=tag, simple_value=v) for tag, v in values.items()])
+    self._write(self._event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
+    self._writer.flush()
+
+  def close(self):
+    self._writer.close()
+
+
+class MetricWriter:
+  """Writes metric rows to `workdir/metrics.jsonl` and TensorBoard (`workdir/tb/`).
+
+  Rows are dicts with at least "kind" (train/train_epoch/val/test) and "step". Every
+  numeric field also goes to TensorBoard as the scalar f"{kind}/{key}" at `step`; rows of
+  a multi-view evaluation (crops other than "center") use f"{kind}_{crops}/{key}" so the
+  center and ten-crop test results of the same step do not overwrite each other.
+
+  With `enabled=False` (every process but 0 in a multi-host run) nothing is created or
+  written. `drop_after_step`, for resumed runs, removes rows logged after the checkpoint
+  being resumed so the file reads like one uninterrupted run.
+  """
+
+  def __init__(self, workdir: str, *, enabled: bool = True, drop_after_step: int | None = None):
+    self.workdir = workdir
+    self.enabled = enabled
+    self._file: TextIO | None = None
+    self._events: _EventFile | None = None
+    if not enabled:
+      return
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, METRICS_FILE)
+    _repair(path, drop_after_step)
+    self._file = open(path, "a", encoding="utf-8")
+    self._events = _EventFile(os.path.join(workdir, TB_DIR))
+
+  def write(self, row: dict) -> None:
+    if not self.enabled:
+      return
+    if self._file is None:
+      raise RuntimeError("MetricWriter.write after close()")
+    for required in ("kind", "step"):
+      if required not in row:
+        raise ValueError(f"metric row needs a {required!r} field, got keys {sorted(row)}")
+    if row["kind"] not in _KINDS:
+      raise ValueError(f"metric row kind {row['kind']!r} is not one of {_KINDS}")
+    row = {k: _plain(v, k) for k, v in row.items()}
+    self._file.write(json.dumps(row) + "\n")
+    self._file.flush()
+
+    prefix = row["kind"]
+    if row.get("crops") not in (None, "center"):
+      prefix = f"{prefix}_{row['crops']}"
+    scalars = {f"{prefix}/{k}": float(v) for k, v in row.items()
+               if k not in ("kind", "step") and _is_scalar(v)}
+    if scalars:
+      self._events.scalars(row["step"], scalars)
+
+  def close(self) -> None:
+    if self._file is not None:
+      self._file.close()
+      self._file = None
+    if self._events is not None:
+      self._events.close()
+      self._events = None
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+
+def read_metrics(workdir: str, kind: str | None = None) -> list[dict]:
+  """Rows of `workdir/metrics.jsonl` in order (optionally only those of one kind).
+
+  A missing file gives []. An unreadable last line (a run killed mid-write) is dropped
+  silently; an unreadable line elsewhere is skipped with a warning, since one bad row
+  should not make a whole run's record unusable.
+  """
+  path = os.path.join(workdir, METRICS_FILE)
+  if not os.path.exists(path):
+    return []
+  with open(path, encoding="utf-8", errors="replace") as f:
+    lines = f.read().split("\n")
+  rows = []
+  for i, line in enumerate(lines):
+    if not line.strip():
+      continue
+    try:
+      row = json.loads(line)
+    except ValueError:
+      if any(l.strip() for l in lines[i + 1:]):
+        logging.warning("%s:%d: skipping unreadable metrics row %r", path, i + 1, line[:80])
+      continue
+    if kind is None or row.get("kind") == kind:
+      rows.append(row)
+  return rows
+
+
+def _fmt_duration(seconds: float) -> str:
+  if not math.isfinite(seconds) or seconds < 0:
+    return "?"
+  seconds = int(round(seconds))
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f"{h}:{m:02d}:{s:02d}"
+
+
+def _fmt_value(v) -> str:
+  if isinstance(v, float):
+    return f"{v:.4g}"
+  return str(v)
+
+
+class Progress:
+  """Console progress: a bar redrawn in place on a terminal, plain log lines otherwise.
+
+  `update(step, **scalars)` reports that `step` steps are done. img/s is measured since
+  the previous update; the ETA uses the mean rate since the first update, which keeps the
+  first step's compilation out of it. Pass `steps_per_epoch` (or an `epoch` scalar) to
+  show the epoch. `stream`, `interactive` and `clock` exist for tests.
+  """
+
+  def __init__(self, total_steps: int, start_step: int, batch_size: int, *,
+               steps_per_epoch: int | None = None, stream: TextIO | None = None,
+               interactive: bool | None = None, min_redraw_s: float = 0.1,
+               clock: Callable[[], float] = time.monotonic):
+    self.total_steps = int(total_steps)
+    self.batch_size = int(batch_size)
+    self.steps_per_epoch = steps_per_epoch
+    self._stream = stream if stream is not None else sys.stderr
+    if interactive is None:
+      isatty = getattr(self._stream, "isatty", None)
+      interactive = bool(isatty and isatty())
+    self.interactive = interactive
+    self._min_redraw_s = min_redraw_s
+    self._clock = clock
+    self._start = (start_step, clock())
+    self._first = None  # (step, time) of the first update: the ETA's baseline.
+    self._last = self._start
+    self._last_draw = -math.inf
+    self._drawn = False
+
+  def line(self, step: int, **scalars) -> str:
+    """The text of one progress report (also what the log lines contain)."""
+    now = self._clock()
+    last_step, last_t = self._last
+    # Until a second report exists the only rate available includes compilation.
+    first_step, first_t = self._first or self._start
+    if self._first is None:
+      self._first = (step, now)
+    self._last = (step, now)
+    parts = [f"step {step}/{self.total_steps}"
+             f" ({100.0 * step / max(self.total_steps, 1):.1f}%)"]
+    epoch = scalars.pop("epoch", None)
+    if epoch is None and self.steps_per_epoch:
+      epoch = step / self.steps_per_epoch
+    if epoch is not None:
+      parts.append(f"epoch {epoch:.2f}")
+    dt = now - last_t
+    if dt > 0 and step > last_step:
+      parts.append(f"{(step - last_step) * self.batch_size / dt:.0f} img/s")
+    elapsed = now - first_t
+    done = step - first_step
+    eta = (self.total_steps - step) * elapsed / done if done > 0 and elapsed > 0 else math.nan
+    parts.append(f"ETA {_fmt_duration(eta)}")
+    if scalars:
+      parts.append(" ".join(f"{k} {_fmt_value(v)}" for k, v in scalars.items()))
+    return " | ".join(parts)
+
+  def update(self, step: int, **scalars) -> None:
+    if not self.interactive:
+      logging.info("%s", self.line(step, **scalars))
+      return
+    now = self._clock()
+    if now - self._last_draw < self._min_redraw_s and step < self.total_steps:
+      return  # Redrawing every step of a fast loop would cost more than the step.
+    self._last_draw = now
+    text = self.line(step, **scalars)
+    width = shutil.get_terminal_size((120, 20)).columns - 1
+    # Never wider than the terminal: a wrapped line cannot be redrawn with "\r".
+    self._stream.write("\r" + text[:width] + "\x1b[K")
+    self._stream.flush()
+    self._drawn = True
+
+  def clear(self) -> None:
+    """Erases the bar so other output (e.g. an eval log line) starts on a clean line."""
+    if self.interactive and self._drawn:
+      self._stream.write("\r\x1b[K")
+      self._stream.flush()
+      self._drawn = False
+
+  def close(self) -> None:
+    if self.interactive and self._drawn:
+      self._stream.write("\n")
+      self._stream.flush()
+      self._drawn = False
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()

@@ -1,0 +1,377 @@
+"""The paper's SGD rule (section 5) and the learning-rate policies that drive it.
+
+The update of Krizhevsky et al. (2012) is
+
+    v <- m * v - wd * lr * w - lr * dL/dw
+    w <- w + v
+
+so the learning rate is applied *before* the momentum accumulator. After a learning-rate
+drop the velocity built up at the old rate decays geometrically rather than being rescaled
+at once, as it would be with `optax.sgd` (which scales after `trace`). In optax terms it is
+`add_decayed_weights(wd) -> scale_by_learning_rate(lr) -> trace(m)`.
+
+The learning rate lives in the optimizer state (`optax.inject_hyperparams`): the training
+loop asks a host-side policy for the rate of the coming step and writes it into the state
+with `set_learning_rate`, inside or outside `jit`, without retracing. Keeping it in the
+state also means it is checkpointed with the velocity.
+
+Policies are plain Python objects on the host because the paper's rule (divide by 10 when
+validation error stalls) depends on evaluation results that only exist between epochs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+
+LR_DTYPE = jnp.float32
+
+
+# --------------------------------------------------------------------------------------
+# Optimizer.
+
+
+def paper_sgd(learning_rate: float, momentum: float = 0.9, weight_decay: float = 5e-4,
+              decay_mask: Any = None) -> optax.GradientTransformation:
+  """The paper's momentum SGD with weight decay; the LR is settable per step.
+
+  Args:
+    learning_rate: initial rate; change it later with `set_learning_rate`.
+    momentum: `m` in the rule above.
+    weight_decay: `wd` in the rule above (multiplied by the learning rate, as in the paper).
+    decay_mask: pytree of bools matching the params (True = decayed), a callable
+      returning one, or None to decay every leaf. See `decay_mask`.
+  """
+
+  def chain(learning_rate):
+    return optax.chain(
+        optax.add_decayed_weights(weight_decay, mask=decay_mask),
+        optax.scale_by_learning_rate(learning_rate),
+        optax.trace(decay=momentum, nesterov=False),
+    )
+
+  # A fixed float32 dtype keeps the state's type identical whatever the params' dtype
+  # or how the rate was set, so a jitted step never sees a new signature.
+  return optax.inject_hyperparams(chain, hyperparam_dtype=LR_DTYPE)(learning_rate=learning_rate)
+
+
+def _is_inject_state(x) -> bool:
+  return isinstance(x, optax.InjectStatefulHyperparamsState) or (
+      hasattr(x, "hyperparams") and hasattr(x, "inner_state") and hasattr(x, "_replace"))
+
+
+def _find_and_replace(state, fn):
+  """Applies `fn` to the first inject-hyperparams state found in `state`.
+
+  Searching (rather than requiring the top level) lets the train loop wrap the optimizer
+  in e.g. `optax.chain` or `optax.MultiSteps` without breaking these helpers.
+  Returns (new_state, fn_result) or raises if no such state exists.
+  """
+  if _is_inject_state(state) and "learning_rate" in state.hyperparams:
+    return fn(state)
+  if isinstance(state, tuple):
+    children = list(state)
+    for i, child in enumerate(children):
+      try:
+        new_child, found = _find_and_replace(child, fn)
+      except LookupError:
+        continue
+      children[i] = new_child
+      if hasattr(state, "_fields"):  # NamedTuple
+        return type(state)(*children), found
+      return type(state)(children), found
+  raise LookupError("no optax.inject_hyperparams state holding 'learning_rate'")
+
+
+def set_learning_rate(opt_state, lr):
+  """Returns `opt_state` with the learning rate of the next update set to `lr`.
+
+  Works on traced values inside `jit`; the new rate is cast to float32 so that the state's
+  type (dtype and weak-typedness) never changes and the step is not recompiled.
+  """
+
+  def replace(s):
+    old = s.hyperparams["learning_rate"]
+    new = jnp.asarray(lr, dtype=getattr(old, "dtype", LR_DTYPE))
+    return s._replace(hyperparams={**s.hyperparams, "learning_rate": new}), None
+
+  try:
+    return _find_and_replace(opt_state, replace)[0]
+  except LookupError:
+    raise ValueError(
+        "set_learning_rate needs an optimizer built by paper_sgd/make_optimizer "
+        "(optax.inject_hyperparams with a 'learning_rate'); got state of type "
+        f"{type(opt_state).__name__}.") from None
+
+
+def get_learning_rate(opt_state) -> jax.Array:
+  """The learning rate the next update will use (a float32 scalar array)."""
+  try:
+    return _find_and_replace(opt_state, lambda s: (s, s.hyperparams["learning_rate"]))[1]
+  except LookupError:
+    raise ValueError(
+        "get_learning_rate needs an optimizer built by paper_sgd/make_optimizer; got state "
+        f"of type {type(opt_state).__name__}.") from None
+
+
+def decay_mask(params, decay_biases: bool):
+  """Pytree of bools: True where weight decay applies.
+
+  Leaves named 'bias' are excluded unless `decay_biases`; everything else (kernels) is
+  decayed. The paper's rule decays every weight; excluding biases is the common modern
+  choice and the config default, switchable with config.optim.decay_biases.
+  """
+
+  def keep(path, _):
+    if decay_biases:
+      return True
+    last = path[-1] if path else None
+    name = getattr(last, "key", getattr(last, "name", None))
+    return name != "bias"
+
+  return jax.tree_util.tree_map_with_path(keep, params)
+
+
+def make_optimizer(optim_config, params) -> optax.GradientTransformation:
+  """Builds `paper_sgd` from config.optim for the given params (used for the mask)."""
+  o = optim_config
+  if o.lr <= 0:
+    raise ValueError(f"config.optim.lr={o.lr} must be > 0.")
+  if not 0.0 <= o.momentum < 1.0:
+    raise ValueError(f"config.optim.momentum={o.momentum} must be in [0, 1).")
+  if o.weight_decay < 0:
+    raise ValueError(f"config.optim.weight_decay={o.weight_decay} must be >= 0.")
+  return paper_sgd(
+      learning_rate=float(o.lr),
+      momentum=float(o.momentum),
+      weight_decay=float(o.weight_decay),
+      decay_mask=decay_mask(params, bool(o.decay_biases)),
+  )
+
+
+# --------------------------------------------------------------------------------------
+# Learning-rate policies (host side).
+
+
+def _warmup_factor(step: int, steps_per_epoch: int, warmup_epochs: float) -> float:
+  """Linear ramp reaching 1 after `warmup_epochs`; (step + 1) so step 0 is not wasted."""
+  warmup_steps = warmup_epochs * steps_per_epoch
+  if warmup_steps <= 0:
+    return 1.0
+  return min(1.0, (step + 1) / warmup_steps)
+
+
+class LRPolicy:
+  """Common API: `lr(step, steps_per_epoch)`, `observe(epoch, val_error)`, state dicts."""
+
+  kind = ""
+
+  def __init__(self, base_lr: float, warmup_epochs: float = 0.0):
+    self.base_lr = float(base_lr)
+    self.warmup_epochs = float(warmup_epochs)
+
+  def lr(self, step: int, steps_per_epoch: int) -> float:
+    raise NotImplementedError
+
+  def observe(self, epoch: int, val_error: float) -> bool:
+    """Feeds a validation result; returns True if the rate changed. Most policies ignore it."""
+    del epoch, val_error
+    return False
+
+  def state_dict(self) -> dict:
+    return {"kind": self.kind}
+
+  def load_state_dict(self, d: dict) -> None:
+    kind = d.get("kind")
+    if kind != self.kind:
+      raise ValueError(
+          f"checkpointed learning-rate policy is {kind!r} but config.optim.schedule is "
+          f"{self.kind!r}; resume with the schedule the run started with.")
+
+  def _check_spe(self, steps_per_epoch):
+    if steps_per_epoch < 1:
+      raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+
+
+class Constant(LRPolicy):
+  """The base rate throughout (after an optional warmup)."""
+
+  kind = "constant"
+
+  def lr(self, step, steps_per_epoch):
+    self._check_spe(steps_per_epoch)
+    return self.base_lr * _warmup_factor(step, steps_per_epoch, self.warmup_epochs)
+
+
+class Steps(LRPolicy):
+  """Multiplies the rate by `factor` at each epoch in `step_epochs`."""
+
+  kind = "steps"
+
+  def __init__(self, base_lr, step_epochs: Sequence[float], factor: float = 0.1,
+               warmup_epochs: float = 0.0):
+    super().__init__(base_lr, warmup_epochs)
+    self.step_epochs = tuple(float(e) for e in step_epochs)
+    self.factor = float(factor)
+
+  def lr(self, step, steps_per_epoch):
+    self._check_spe(steps_per_epoch)
+    # Compare in steps, not fractional epochs, so a boundary lands on an exact step.
+    n = sum(step >= round(e * steps_per_epoch) for e in self.step_epochs)
+    return (self.base_lr * self.factor**n
+            * _warmup_factor(step, steps_per_epoch, self.warmup_epochs))
+
+
+class Cosine(LRPolicy):
+  """Linear warmup to the base rate, then a half cosine to 0 at `num_epochs`."""
+
+  kind = "cosine"
+
+  def __init__(self, base_lr, num_epochs: float, warmup_epochs: float = 0.0):
+    super().__init__(base_lr, warmup_epochs)
+    self.num_epochs = float(num_epochs)
+
+  def lr(self, step, steps_per_epoch):
+    self._check_spe(steps_per_epoch)
+    warmup_steps = self.warmup_epochs * steps_per_epoch
+    if step < warmup_steps:
+      return self.base_lr * _warmup_factor(step, steps_per_epoch, self.warmup_epochs)
+    total = self.num_epochs * steps_per_epoch
+    t = min(1.0, max(0.0, (step - warmup_steps) / max(total - warmup_steps, 1.0)))
+    return self.base_lr * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+class Plateau(LRPolicy):
+  """The paper's rule: divide by 10 when validation error stops improving.
+
+  Validation error "improves" when it falls below the best seen so far by more than
+  `min_delta`. After `patience` evaluations in a row without improvement the rate is
+  multiplied by `factor` and the count restarts; after `max_drops` drops it stays put.
+  Re-observing an epoch already seen is ignored, so replaying an evaluation after a
+  resume cannot cause a second drop.
+  """
+
+  kind = "plateau"
+
+  def __init__(self, base_lr, factor: float = 0.1, patience: int = 1, min_delta: float = 0.0,
+               max_drops: int = 3, warmup_epochs: float = 0.0):
+    super().__init__(base_lr, warmup_epochs)
+    self.factor = float(factor)
+    self.patience = int(patience)
+    self.min_delta = float(min_delta)
+    self.max_drops = int(max_drops)
+    self.drops = 0
+    self.best: float | None = None
+    self.bad_epochs = 0
+    self.last_epoch: int | None = None
+
+  @property
+  def current_lr(self) -> float:
+    return self.base_lr * self.factor**self.drops
+
+  def lr(self, step, steps_per_epoch):
+    self._check_spe(steps_per_epoch)
+    return self.current_lr * _warmup_factor(step, steps_per_epoch, self.warmup_epochs)
+
+  def observe(self, epoch, val_error):
+    if self.last_epoch is not None and epoch <= self.last_epoch:
+      return False
+    self.last_epoch = int(epoch)
+    val_error = float(val_error)
+    if self.best is None or val_error < self.best - self.min_delta:
+      self.best = val_error
+      self.bad_epochs = 0
+      return False
+    # A worse-but-finite error still counts; only the best moves the bar.
+    self.bad_epochs += 1
+    if self.bad_epochs >= self.patience and self.drops < self.max_drops:
+      self.drops += 1
+      self.bad_epochs = 0
+      return True
+    return False
+
+  def state_dict(self):
+    return {
+        "kind": self.kind,
+        "drops": self.drops,
+        "best": self.best,
+        "bad_epochs": self.bad_epochs,
+        "last_epoch": self.last_epoch,
+    }
+
+  def load_state_dict(self, d):
+    super().load_state_dict(d)
+    self.drops = int(d["drops"])
+    self.best = None if d["best"] is None else float(d["best"])
+    self.bad_epochs = int(d["bad_epochs"])
+    self.last_epoch = None if d["last_epoch"] is None else int(d["last_epoch"])
+
+
+def _plateau(o, num_epochs):
+  del num_epochs
+  if o.plateau_patience < 1:
+    raise ValueError(f"config.optim.plateau_patience={o.plateau_patience} must be >= 1.")
+  if o.plateau_max_drops < 0:
+    raise ValueError(f"config.optim.plateau_max_drops={o.plateau_max_drops} must be >= 0.")
+  if o.plateau_min_delta < 0:
+    raise ValueError(f"config.optim.plateau_min_delta={o.plateau_min_delta} must be >= 0.")
+  return Plateau(o.lr, factor=o.plateau_factor, patience=o.plateau_patience,
+                 min_delta=o.plateau_min_delta, max_drops=o.plateau_max_drops,
+                 warmup_epochs=o.warmup_epochs)
+
+
+def _steps(o, num_epochs):
+  epochs = tuple(o.step_epochs)
+  if not epochs:
+    raise ValueError(
+        "config.optim.schedule='steps' needs config.optim.step_epochs, e.g. (30, 60, 80).")
+  if list(epochs) != sorted(epochs) or any(e <= 0 for e in epochs):
+    raise ValueError(
+        f"config.optim.step_epochs={epochs} must be positive and increasing.")
+  if epochs[-1] >= num_epochs:
+    raise ValueError(
+        f"config.optim.step_epochs={epochs} has a step at or after num_epochs={num_epochs}; "
+        "it would never take effect.")
+  return Steps(o.lr, epochs, factor=o.plateau_factor, warmup_epochs=o.warmup_epochs)
+
+
+def _cosine(o, num_epochs):
+  if o.warmup_epochs >= num_epochs:
+    raise ValueError(
+        f"config.optim.warmup_epochs={o.warmup_epochs} must be < num_epochs={num_epochs} "
+        "for the cosine schedule.")
+  return Cosine(o.lr, num_epochs=num_epochs, warmup_epochs=o.warmup_epochs)
+
+
+def _constant(o, num_epochs):
+  del num_epochs
+  return Constant(o.lr, warmup_epochs=o.warmup_epochs)
+
+
+_POLICIES: dict[str, Callable[[Any, float], LRPolicy]] = {
+    "plateau": _plateau,
+    "steps": _steps,
+    "cosine": _cosine,
+    "constant": _constant,
+}
+
+
+def make_lr_policy(optim_config, num_epochs: float) -> LRPolicy:
+  """The learning-rate policy named by config.optim.schedule."""
+  o = optim_config
+  if o.schedule not in _POLICIES:
+    raise ValueError(
+        f"config.optim.schedule={o.schedule!r} is not one of {tuple(_POLICIES)}.")
+  if o.lr <= 0:
+    raise ValueError(f"config.optim.lr={o.lr} must be > 0.")
+  if not 0.0 < o.plateau_factor <= 1.0:
+    raise ValueError(f"config.optim.plateau_factor={o.plateau_factor} must be in (0, 1].")
+  if o.warmup_epochs < 0:
+    raise ValueError(f"config.optim.warmup_epochs={o.warmup_epochs} must be >= 0.")
+  return _POLICIES[o.schedule](o, num_epochs)
+
+
