@@ -1,0 +1,252 @@
+"""Train and eval batch iterators: what train.py consumes.
+
+Order and augmentation are functions of (config.seed, epoch, process, position) only: epoch e
+is a fresh tf.data pipeline whose shuffles and random numbers are seeded from (seed, e), so
+resuming at step k builds epoch k // steps_per_epoch and skips to its batch k % steps_per_epoch,
+reading (not decoding) what it skips.
+
+Two ways to read: with config.data.cache the process's shard is decoded and resized once into
+a uint8 array kept in memory and each epoch is a full permutation of it; without, examples
+stream from disk through a seeded file shuffle and shuffle buffer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import os
+from typing import Iterator
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from alexnet_jax import config as config_lib
+from alexnet_jax.data import ops, sources
+from alexnet_jax.data import stats as stats_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  num_classes: int
+  num_train: int
+  num_val: int
+  num_test: int | None
+  channels: int
+
+
+def dataset_info(config) -> DatasetInfo:
+  """Opens (preparing if it can) the dataset; raises DatasetError saying how to get it."""
+  source = sources.open_source(config)
+  splits = sources.resolve_splits(config, source)
+  return DatasetInfo(num_classes=source.num_classes, num_train=splits.train.size,
+                     num_val=splits.val.size if splits.val else 0,
+                     num_test=splits.test.size if splits.test else None,
+                     channels=source.channels)
+
+
+def steps_per_epoch(config, info: DatasetInfo) -> int:
+  return info.num_train // config.batch_size
+
+
+def _local_batch(config, field: str, process_count: int) -> int:
+  size = config[field]
+  if size % process_count:
+    raise config_lib.ConfigError(
+        f"config.{field}={size} does not split over {process_count} processes; make it a "
+        "multiple of the process count.")
+  return size // process_count
+
+
+def _seed(*words: int) -> tuple[int, int]:
+  """A stateless-op seed (two int64s) mixed from the words, e.g. (seed, epoch, process)."""
+  state = np.random.SeedSequence([int(w) for w in words]).generate_state(2, np.uint32)
+  return int(state[0]), int(state[1])
+
+
+_ARRAYS: dict = {}
+
+
+def _arrays(source, r: sources.Range, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """The range decoded and resized into memory, once per process (config.data.cache)."""
+  key = (source.key, r, image_size)
+  if key not in _ARRAYS:
+    need = r.size * image_size ** 2 * source.channels
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > ram // 2:
+      raise config_lib.ConfigError(
+          f"config.data.cache=True would hold {need / 2**30:.1f} GiB of {r.split} images in "
+          f"memory (this machine has {ram / 2**30:.1f} GiB); set config.data.cache=False.")
+    logging.info("Caching %s[%d:%d] at %dpx in memory", r.split, r.start, r.end, image_size)
+    images, labels = [], []
+    for x, y in _decoded(source, r, image_size).batch(1024).as_numpy_iterator():
+      images.append(x)
+      labels.append(y)
+    _ARRAYS[key] = (np.concatenate(images) if images else
+                    np.zeros((0, image_size, image_size, source.channels), np.uint8),
+                    np.concatenate(labels) if labels else np.zeros((0,), np.int32))
+  return _ARRAYS[key]
+
+
+def _decoded(source, r, image_size) -> tf.data.Dataset:
+  return _decode(source.read(r), source.channels, image_size)
+
+
+def _decode(ds, channels, image_size, *, shuffle_seed=None, shuffle_buffer=0, skip=0, take=None):
+  if shuffle_seed is not None and shuffle_buffer > 1:
+    ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed)
+  if take is not None:
+    ds = ds.take(take)
+  if skip:
+    ds = ds.skip(skip)  # Before decoding: resuming reads the skipped records but decodes none.
+  return ds.map(lambda b, y: (ops.resize_small(ops.decode(b, channels), image_size), y),
+                num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _needs_stats(config, train: bool) -> bool:
+  return config.data.normalize != "none" or (train and config.data.pca_noise > 0)
+
+
+def _stats(config, source, splits, train: bool):
+  if not _needs_stats(config, train):
+    return None
+  cached = None
+  if config.data.cache:
+    cached = _ARRAYS.get((source.key, splits.train, config.data.image_size), (None,))[0]
+  return stats_lib.for_config(config, source, splits, train_images=cached)
+
+
+def _identity(x):
+  return x
+
+
+def _normalizers(config, stats):
+  """(before_crop, after_crop) float ops for config.data.normalize."""
+  mode = config.data.normalize
+  if mode == "mean_image":
+    mean = tf.constant(stats.mean_image)
+    return functools.partial(ops.subtract_mean_image, mean_image=mean), _identity
+  if mode == "channel":
+    m, s = tf.constant(stats.channel_mean), tf.constant(stats.channel_std)
+    return _identity, functools.partial(ops.channel_normalize, mean=m, std=s)
+  return _identity, _identity
+
+
+def make_train_preprocess(config, stats, channels: int):
+  """(uint8 (B, S, S, C) images, labels, seed) -> train batch dict, as config.data says."""
+  d = config.data
+  before, after = _normalizers(config, stats)
+  use_pca = d.pca_noise > 0
+  if use_pca:
+    vecs, vals = tf.constant(stats.pca_eigvecs), tf.constant(stats.pca_eigvals)
+
+  def preprocess(images, labels, seed):
+    batch = images.shape[0]
+    r = ops.draw_augmentation(seed, batch, d.image_size, d.crop_size, channels,
+                              random_crop=d.random_crop, flip=d.flip, pca_noise=d.pca_noise)
+    x = before(tf.cast(images, tf.float32))
+    x = ops.crop(x, r["offsets"], d.crop_size, r["flips"] if d.flip else None)
+    if use_pca:
+      x = ops.pca_noise(x, r["alphas"], vecs, vals)
+    return {"image": after(x), "label": labels}
+
+  return preprocess
+
+
+def make_eval_preprocess(config, stats):
+  d = config.data
+  before, after = _normalizers(config, stats)
+  view = ops.ten_crop if d.eval_crops == "ten" else ops.center_crop
+
+  def preprocess(images, labels, mask):
+    x = view(before(tf.cast(images, tf.float32)), d.crop_size)
+    return {"image": after(x), "label": labels, "mask": mask}
+
+  return preprocess
+
+
+def _options() -> tf.data.Options:
+  o = tf.data.Options()
+  o.deterministic = True
+  o.experimental_optimization.map_parallelization = True
+  return o
+
+
+def train_batches(config, start_step: int = 0, process_index: int = 0,
+                  process_count: int = 1) -> Iterator[dict]:
+  """Endless training batches of this process's shard, from global step `start_step` on."""
+  source = sources.open_source(config)
+  splits = sources.resolve_splits(config, source)
+  batch = _local_batch(config, "batch_size", process_count)
+  spe = splits.train.size // config.batch_size
+  if spe < 1:
+    raise config_lib.ConfigError(
+        f"config.batch_size={config.batch_size} exceeds the {splits.train.size} training examples.")
+  shard = splits.train.shard(process_index, process_count)
+  if config.data.cache:
+    _arrays(source, shard, config.data.image_size)
+  stats = _stats(config, source, splits, train=True)
+  preprocess = make_train_preprocess(config, stats, source.channels)
+  first_epoch, first_step = divmod(start_step, spe)
+
+  def epochs():
+    for epoch in itertools.count(first_epoch):
+      skip = first_step if epoch == first_epoch else 0
+      ds = _train_epoch(config, source, shard, epoch, process_index, spe, batch, skip, preprocess)
+      yield from ds.as_numpy_iterator()
+
+  return epochs()
+
+
+def _train_epoch(config, source, shard, epoch, process_index, spe, batch, skip, preprocess):
+  d = config.data
+  seed = _seed(config.seed, epoch, process_index)
+  if d.cache:
+    images, labels = (tf.constant(a) for a in _arrays(source, shard, d.image_size))
+    order = np.random.default_rng(seed).permutation(shard.size)[:spe * batch]
+    ds = tf.data.Dataset.from_tensor_slices(order.reshape(spe, batch)[skip:])
+    ds = ds.map(lambda idx: (tf.gather(images, idx), tf.gather(labels, idx)))
+  else:
+    ds = _decode(source.read(shard, shuffle_seed=seed[0]), source.channels, d.image_size,
+                 shuffle_seed=seed[1], shuffle_buffer=d.shuffle_buffer, take=spe * batch,
+                 skip=skip * batch)
+    ds = ds.batch(batch, drop_remainder=True)
+  # Every batch gets its own random numbers from (seed, epoch, process, step in epoch).
+  ds = ds.enumerate(start=skip).map(
+      lambda step, xy: preprocess(xy[0], xy[1], tf.random.experimental.stateless_fold_in(
+          tf.constant(seed, tf.int64), step)),
+      num_parallel_calls=tf.data.AUTOTUNE)
+  return ds.prefetch(d.prefetch).with_options(_options())
+
+
+def eval_batches(config, split: str = "val", process_index: int = 0,
+                 process_count: int = 1) -> Iterator[dict]:
+  """One pass over `split` ('val' or 'test'), padded so that every process yields as many
+  batches; `mask` is 1 on real examples and 0 on padding."""
+  if split not in ("val", "test"):
+    raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+  source = sources.open_source(config)
+  splits = sources.resolve_splits(config, source)
+  r = getattr(splits, split)
+  if r is None:
+    field = "test_split" if split == "test" else "val_split (or data.val_fraction)"
+    raise config_lib.ConfigError(f"No {split} data: config.data.{field} is not set.")
+  batch = _local_batch(config, "eval_batch_size", process_count)
+  d = config.data
+  shard = r.shard(process_index, process_count)
+  num_batches = -(-r.max_shard_size(process_count) // batch)
+  stats = _stats(config, source, splits, train=False)
+  if d.cache:
+    images, labels = _arrays(source, shard, d.image_size)
+    ds = tf.data.Dataset.from_tensor_slices((images, labels))
+  else:
+    ds = _decoded(source, shard, d.image_size)
+  ds = ds.map(lambda x, y: (x, y, tf.constant(1.0)))
+  pad = num_batches * batch - shard.size
+  blank = (tf.zeros([d.image_size, d.image_size, source.channels], tf.uint8), tf.constant(0),
+           tf.constant(0.0))
+  ds = ds.concatenate(tf.data.Dataset.from_tensors(blank).repeat(pad))
+  ds = ds.batch(batch, drop_remainder=True).map(make_eval_preprocess(config, stats),
+                                                num_parallel_calls=tf.data.AUTOTUNE)
+  return ds.prefetch(d.prefetch).with_options(_options()).as_numpy_iterator()
