@@ -1,0 +1,229 @@
+"""train_batches / eval_batches / stats on a tiny generated image folder (no network).
+
+Channel 0 of every generated image is constant and equal to the image's id, so any crop,
+flip or batch position still tells which example it came from (with normalize='none' and
+no PCA noise); channels 1 and 2 are noise so that stats have something to measure.
+"""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from alexnet_jax import config as config_lib
+from alexnet_jax import data
+from alexnet_jax.data import sources
+from alexnet_jax.data import stats as stats_lib
+
+CLASSES = 3
+PER_CLASS = {"train": 20, "test": 7}
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+  root = tmp_path_factory.mktemp("images")
+  rng = np.random.default_rng(0)
+  arrays = {}
+  next_id = 1
+  for split, n in PER_CLASS.items():
+    for c in range(CLASSES):
+      os.makedirs(root / split / f"class{c}")
+      for i in range(n):
+        image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        image[..., 0] = next_id
+        path = str(root / split / f"class{c}" / f"{i}.png")
+        tf.io.write_file(path, tf.io.encode_png(image))
+        arrays[path] = (image, c)
+        next_id += 1
+  return str(root), arrays
+
+
+def make_config(folder, tmp_path, **data_fields):
+  c = config_lib.base_config()
+  d = c.data
+  d.dataset = "folder:" + folder[0]
+  d.data_dir = str(tmp_path / "tfds")
+  d.train_split, d.test_split = "train", "test"
+  d.val_fraction = 0.2
+  d.image_size, d.crop_size = 32, 28
+  d.normalize, d.pca_noise = "none", 0.0
+  d.shuffle_buffer = 16
+  c.batch_size = 8
+  c.eval_batch_size = 8
+  for k, v in data_fields.items():
+    d[k] = v
+  return c
+
+
+def ids(batch):
+  return batch["image"][..., 0, 0, 0].round().astype(int) if batch["image"].ndim == 4 else \
+      batch["image"][:, 0, 0, 0, 0].round().astype(int)
+
+
+def test_dataset_info_and_val_carved_from_train(folder, tmp_path):
+  c = make_config(folder, tmp_path)
+  info = data.dataset_info(c)
+  assert info == data.DatasetInfo(num_classes=3, num_train=48, num_val=12, num_test=21, channels=3)
+  assert data.steps_per_epoch(c, info) == 6
+  c.data.val_fraction = 0.0
+  c.data.val_split = "test"
+  assert data.dataset_info(c).num_val == 21
+
+
+def test_range_shards_are_disjoint_and_cover():
+  for n in (0, 1, 7, 100, 101):
+    for count in (1, 2, 3, 8):
+      r = sources.Range("train", 5, 5 + n)
+      shards = [r.shard(i, count) for i in range(count)]
+      covered = [j for s in shards for j in range(s.start, s.end)]
+      assert covered == list(range(5, 5 + n))
+      assert max(s.size for s in shards) == r.max_shard_size(count)
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_train_shards_are_disjoint_and_batches_well_formed(folder, tmp_path, cache):
+  c = make_config(folder, tmp_path, cache=cache)
+  c.batch_size = 8
+  seen = []
+  for p in range(2):
+    it = data.train_batches(c, process_index=p, process_count=2)
+    epoch = [next(it) for _ in range(6)]
+    b = epoch[0]
+    assert b["image"].shape == (4, 28, 28, 3) and b["image"].dtype == np.float32
+    assert b["label"].shape == (4,) and b["label"].dtype == np.int32
+    got = np.concatenate([ids(b) for b in epoch])
+    assert len(set(got)) == len(got) == 24  # each shard's 24 examples, once per epoch
+    seen.append(set(got))
+  assert not seen[0] & seen[1]
+  _, arrays = folder
+  train_ids = {int(a[0, 0, 0]) for a, _ in arrays.values() if a[0, 0, 0] <= CLASSES * 20}
+  assert seen[0] | seen[1] <= train_ids
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_resume_equals_uninterrupted(folder, tmp_path, cache):
+  c = make_config(folder, tmp_path, cache=cache, pca_noise=0.1, normalize="channel")
+  it = data.train_batches(c)
+  full = [next(it) for _ in range(9)]  # crosses into epoch 2 (6 steps per epoch)
+  assert not np.array_equal(ids(full[0]), ids(full[6]))  # epochs are shuffled differently
+  for start in (2, 6, 7):
+    resumed = data.train_batches(c, start_step=start)
+    for want in full[start:start + 2]:
+      got = next(resumed)
+      for k in want:
+        np.testing.assert_array_equal(got[k], want[k])
+
+
+def test_augmentation_differs_by_seed(folder, tmp_path):
+  c = make_config(folder, tmp_path, cache=True)
+  a = next(data.train_batches(c))
+  c.seed = 1
+  b = next(data.train_batches(c))
+  assert not np.array_equal(a["image"], b["image"])
+
+
+@pytest.mark.parametrize("count", [1, 2, 3])
+@pytest.mark.parametrize("split,num", [("val", 12), ("test", 21)])
+def test_eval_mask_counts_every_example_once(folder, tmp_path, count, split, num):
+  c = make_config(folder, tmp_path)
+  c.eval_batch_size = 6
+  lengths, found = [], []
+  for p in range(count):
+    batches = list(data.eval_batches(c, split, process_index=p, process_count=count))
+    lengths.append(len(batches))
+    for b in batches:
+      assert b["image"].shape == (6 // count, 28, 28, 3) and b["mask"].dtype == np.float32
+      found += list(ids(b)[b["mask"] == 1])
+      assert (ids(b)[b["mask"] == 0] == 0).all()
+  assert len(set(lengths)) == 1  # every process steps the same number of times
+  assert len(found) == len(set(found)) == num
+
+
+def test_eval_ten_crops_and_labels(folder, tmp_path):
+  c = make_config(folder, tmp_path, eval_crops="ten")
+  root, arrays = folder
+  by_id = {int(a[0, 0, 0]): (a, y) for a, y in arrays.values()}
+  for b in data.eval_batches(c, "test"):
+    assert b["image"].shape == (8, 10, 28, 28, 3)
+    for x, y, m in zip(b["image"], b["label"], b["mask"]):
+      if m:
+        image, label = by_id[int(x[0, 0, 0, 0])]
+        assert y == label
+        np.testing.assert_array_equal(x[4], image[2:30, 2:30])  # view 4 is the centre
+        np.testing.assert_array_equal(x[5], image[:28, :28][:, ::-1])
+
+
+def test_stats_match_numpy_and_are_saved(folder, tmp_path):
+  c = make_config(folder, tmp_path, normalize="mean_image")
+  source = sources.open_source(c)
+  splits = sources.resolve_splits(c, source)
+  _, arrays = folder
+  paths = source.files["train"][0][:splits.train.end]
+  x = np.stack([arrays[p][0] for p in paths]).astype(np.float64)
+  st = stats_lib.for_config(c, source, splits)
+  assert os.path.exists(stats_lib.default_path(c, source, splits.train))
+  np.testing.assert_allclose(st.mean_image, x.mean(0), rtol=1e-5)
+  flat = x.reshape(-1, 3)
+  np.testing.assert_allclose(st.channel_mean, flat.mean(0), rtol=1e-5)
+  np.testing.assert_allclose(st.channel_std, flat.std(0), rtol=1e-4)
+  cov = np.cov(flat.T, bias=True)
+  np.testing.assert_allclose(st.pca_eigvecs @ np.diag(st.pca_eigvals) @ st.pca_eigvecs.T, cov,
+                             rtol=1e-4, atol=1e-2)
+  assert np.all(np.diff(st.pca_eigvals) <= 0)
+  # Training with mean_image then removes the mean image of the crop window.
+  batch = next(data.train_batches(c))
+  assert abs(batch["image"].mean()) < 20
+
+
+def test_stats_accumulator_batches_add_up():
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, 256, (50, 4, 4, 3), dtype=np.uint8)
+  acc = stats_lib.Accumulator()
+  for i in range(0, 50, 7):
+    acc.update(x[i:i + 7])
+  st = acc.result("test")
+  np.testing.assert_allclose(st.mean_image, x.mean(0), rtol=1e-5)
+  path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"stats_{os.getpid()}.npz")
+  st.save(path)
+  loaded = stats_lib.Stats.load(path)
+  os.remove(path)
+  np.testing.assert_array_equal(loaded.pca_eigvecs, st.pca_eigvecs)
+  assert loaded.num_examples == 50 and loaded.origin == "test"
+
+
+def test_imagenet_defaults_shape():
+  st = stats_lib.imagenet_defaults(256)
+  assert st.mean_image.shape == (256, 256, 3)
+  np.testing.assert_allclose(np.sqrt(st.pca_eigvals), stats_lib.IMAGENET_PCA_STD, rtol=1e-6)
+
+
+def test_missing_folder_names_the_field(tmp_path):
+  c = config_lib.base_config()
+  c.data.dataset = f"folder:{tmp_path}/nope"
+  with pytest.raises(data.DatasetError, match="config.data.dataset"):
+    data.dataset_info(c)
+
+
+def test_unknown_split_names_the_field(folder, tmp_path):
+  c = make_config(folder, tmp_path, val_fraction=0.0, val_split="validation")
+  with pytest.raises(data.DatasetError, match="config.data.val_split='validation'.*'test', 'train'"):
+    data.dataset_info(c)
+
+
+def test_imagenet_missing_says_where_the_tars_go(tmp_path):
+  c = config_lib.base_config()
+  c.data.data_dir = str(tmp_path)
+  with pytest.raises(data.DatasetError) as e:
+    data.dataset_info(c)
+  msg = str(e.value)
+  assert "ILSVRC2012_img_train.tar" in msg and os.path.join(str(tmp_path), "downloads", "manual") in msg
+
+
+def test_fashion_mnist_files_missing_says_apt_get(tmp_path):
+  c = config_lib.base_config()
+  c.data.dataset = "fashion_mnist_offline"
+  c.data.data_dir = str(tmp_path / "tfds")
+  c.data.manual_dir = str(tmp_path / "empty")
+  with pytest.raises(data.DatasetError, match="apt-get install dataset-fashion-mnist.*manual_dir"):
+    data.dataset_info(c)
