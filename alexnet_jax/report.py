@@ -29,7 +29,6 @@ import datetime
 import fnmatch
 import io
 import json
-import math
 import os
 import pathlib
 import sys
