@@ -8,6 +8,7 @@ Any config field can be overridden with --config.<path>=<value>; rerunning the s
 resumes from the workdir's latest checkpoint.
 """
 
+import logging as std_logging
 import sys
 
 from absl import app, flags, logging
@@ -22,9 +23,18 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and 
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+class _QuietLibraries(std_logging.Filter):
+  """Orbax and TFDS log every file they touch at INFO; keep their warnings only."""
+
+  def filter(self, record):
+    noisy = "/orbax/" in record.pathname or "/tensorflow_datasets/" in record.pathname
+    return not noisy or record.levelno >= std_logging.WARNING
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  std_logging.getLogger("absl").addFilter(_QuietLibraries())
   try:
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except ConfigError as e:
