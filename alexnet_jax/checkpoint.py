@@ -28,7 +28,9 @@ class Checkpointer:
     return self._manager.latest_step()
 
   def save(self, step: int, state: Any, host_state: dict, *, force: bool = False) -> bool:
-    # The previous async save must finish before we start another or restore.
+    """Saves unless this step is already on disk (an epoch end and a SIGTERM can coincide)."""
+    if self._manager.latest_step() == int(step):
+      return False
     return self._manager.save(
         int(step),
         args=ocp.args.Composite(state=ocp.args.StandardSave(state),
