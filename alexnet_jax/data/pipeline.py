@@ -90,18 +90,10 @@ def _arrays(source, r: sources.Range, image_size: int) -> tuple[np.ndarray, np.n
 
 
 def _decoded(source, r, image_size) -> tf.data.Dataset:
-  return _decode(source.read(r), source.channels, image_size)
-
-
-def _decode(ds, channels, image_size, *, shuffle_seed=None, shuffle_buffer=0, skip=0, take=None):
-  if shuffle_seed is not None and shuffle_buffer > 1:
-    ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed)
-  if take is not None:
-    ds = ds.take(take)
-  if skip:
-    ds = ds.skip(skip)  # Before decoding: resuming reads the skipped records but decodes none.
-  return ds.map(lambda b, y: (ops.resize_small(ops.decode(b, channels), image_size), y),
-                num_parallel_calls=tf.data.AUTOTUNE)
+  """The range as (uint8 image_size x image_size image, label), in stored order."""
+  return source.read(r).map(
+      lambda b, y: (ops.decode_square(b, source.channels, image_size), y),
+      num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _needs_stats(config, train: bool) -> bool:
@@ -117,51 +109,52 @@ def _stats(config, source, splits, train: bool):
   return stats_lib.for_config(config, source, splits, train_images=cached)
 
 
-def _identity(x):
-  return x
-
-
-def _normalizers(config, stats):
-  """(before_crop, after_crop) float ops for config.data.normalize."""
-  mode = config.data.normalize
-  if mode == "mean_image":
-    mean = tf.constant(stats.mean_image)
-    return functools.partial(ops.subtract_mean_image, mean_image=mean), _identity
-  if mode == "channel":
-    m, s = tf.constant(stats.channel_mean), tf.constant(stats.channel_std)
-    return _identity, functools.partial(ops.channel_normalize, mean=m, std=s)
-  return _identity, _identity
-
-
 def make_train_preprocess(config, stats, channels: int):
-  """(uint8 (B, S, S, C) images, labels, seed) -> train batch dict, as config.data says."""
+  """(uint8 (S, S, C) image, label, seed) -> train example, as config.data says."""
   d = config.data
-  before, after = _normalizers(config, stats)
+  mode = d.normalize
+  if mode == "mean_image":
+    mean_image = tf.constant(stats.mean_image)
+  elif mode == "channel":
+    mean, std = tf.constant(stats.channel_mean), tf.constant(stats.channel_std)
   use_pca = d.pca_noise > 0
   if use_pca:
     vecs, vals = tf.constant(stats.pca_eigvecs), tf.constant(stats.pca_eigvals)
 
-  def preprocess(images, labels, seed):
-    batch = images.shape[0]
-    r = ops.draw_augmentation(seed, batch, d.image_size, d.crop_size, channels,
+  def preprocess(image, label, seed):
+    r = ops.draw_augmentation(seed, d.image_size, d.crop_size, channels,
                               random_crop=d.random_crop, flip=d.flip, pca_noise=d.pca_noise)
-    x = before(tf.cast(images, tf.float32))
-    x = ops.crop(x, r["offsets"], d.crop_size, r["flips"] if d.flip else None)
+    flip = r["flip"] if d.flip else None
+    x = tf.cast(ops.crop(image, r["offset"], d.crop_size, flip), tf.float32)
+    if mode == "mean_image":
+      x -= ops.crop(mean_image, r["offset"], d.crop_size, flip)
     if use_pca:
       x = ops.pca_noise(x, r["alphas"], vecs, vals)
-    return {"image": after(x), "label": labels}
+    if mode == "channel":
+      x = ops.channel_normalize(x, mean, std)
+    return {"image": x, "label": label}
 
   return preprocess
 
 
 def make_eval_preprocess(config, stats):
+  """(uint8 image, label, mask) -> eval example with the center or the ten views."""
   d = config.data
-  before, after = _normalizers(config, stats)
-  view = ops.ten_crop if d.eval_crops == "ten" else ops.center_crop
+  mode = d.normalize
+  view = functools.partial(ops.ten_crop if d.eval_crops == "ten" else ops.center_crop,
+                           size=d.crop_size)
+  if mode == "mean_image":
+    mean_view = view(tf.constant(stats.mean_image))
+  elif mode == "channel":
+    mean, std = tf.constant(stats.channel_mean), tf.constant(stats.channel_std)
 
-  def preprocess(images, labels, mask):
-    x = view(before(tf.cast(images, tf.float32)), d.crop_size)
-    return {"image": after(x), "label": labels, "mask": mask}
+  def preprocess(image, label, mask):
+    x = tf.cast(view(image), tf.float32)
+    if mode == "mean_image":
+      x -= mean_view
+    elif mode == "channel":
+      x = ops.channel_normalize(x, mean, std)
+    return {"image": x, "label": label, "mask": mask}
 
   return preprocess
 
@@ -202,21 +195,30 @@ def train_batches(config, start_step: int = 0, process_index: int = 0,
 def _train_epoch(config, source, shard, epoch, process_index, spe, batch, skip, preprocess):
   d = config.data
   seed = _seed(config.seed, epoch, process_index)
+  first = skip * batch  # position in the epoch of the first example to produce
+
   if d.cache:
     images, labels = (tf.constant(a) for a in _arrays(source, shard, d.image_size))
-    order = np.random.default_rng(seed).permutation(shard.size)[:spe * batch]
-    ds = tf.data.Dataset.from_tensor_slices(order.reshape(spe, batch)[skip:])
-    ds = ds.map(lambda idx: (tf.gather(images, idx), tf.gather(labels, idx)))
+    order = np.random.default_rng(seed).permutation(shard.size)[first:spe * batch]
+    ds = tf.data.Dataset.from_tensor_slices(order)
+    load = lambda i: (tf.gather(images, i), tf.gather(labels, i))  # noqa: E731
   else:
-    ds = _decode(source.read(shard, shuffle_seed=seed[0]), source.channels, d.image_size,
-                 shuffle_seed=seed[1], shuffle_buffer=d.shuffle_buffer, take=spe * batch,
-                 skip=skip * batch)
-    ds = ds.batch(batch, drop_remainder=True)
-  # Every batch gets its own random numbers from (seed, epoch, process, step in epoch).
-  ds = ds.enumerate(start=skip).map(
-      lambda step, xy: preprocess(xy[0], xy[1], tf.random.experimental.stateless_fold_in(
-          tf.constant(seed, tf.int64), step)),
-      num_parallel_calls=tf.data.AUTOTUNE)
+    ds = source.read(shard, shuffle_seed=seed[0])
+    if d.shuffle_buffer > 1:
+      ds = ds.shuffle(d.shuffle_buffer, seed=seed[1])
+    # Skipping before decoding: resuming reads the skipped records but decodes none.
+    ds = ds.take(spe * batch).skip(first)
+    load = lambda xy: (ops.decode_square(xy[0], source.channels, d.image_size), xy[1])  # noqa: E731
+
+  # Each example's random numbers come from (seed, epoch, process, its position in the epoch).
+  key = tf.constant(seed, tf.int64)
+
+  def example(position, item):
+    image, label = load(item)
+    return preprocess(image, label, tf.random.experimental.stateless_fold_in(key, position))
+
+  ds = ds.enumerate(start=first).map(example, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.batch(batch, drop_remainder=True)
   return ds.prefetch(d.prefetch).with_options(_options())
 
 
@@ -247,6 +249,6 @@ def eval_batches(config, split: str = "val", process_index: int = 0,
   blank = (tf.zeros([d.image_size, d.image_size, source.channels], tf.uint8), tf.constant(0),
            tf.constant(0.0))
   ds = ds.concatenate(tf.data.Dataset.from_tensors(blank).repeat(pad))
-  ds = ds.batch(batch, drop_remainder=True).map(make_eval_preprocess(config, stats),
-                                                num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.map(make_eval_preprocess(config, stats), num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.batch(batch, drop_remainder=True)
   return ds.prefetch(d.prefetch).with_options(_options()).as_numpy_iterator()

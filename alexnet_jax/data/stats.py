@@ -130,7 +130,7 @@ def compute(config, source=None, batch_size: int = 64, images: np.ndarray | None
   size, channels = config.data.image_size, source.channels
   if images is None:
     batches = source.read(train).map(
-        lambda b, y: ops.resize_small(ops.decode(b, channels), size),
+        lambda b, y: ops.decode_square(b, channels, size),
         num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2).as_numpy_iterator()
   else:
     batches = (images[i:i + batch_size] for i in range(0, len(images), batch_size))
