@@ -119,6 +119,8 @@ def test_decode_square_matches_resize_then_center_crop():
   fast = ops.decode_square(encoded, 3, 64).numpy().astype(float)
   slow = ops.resize_small(ops.decode(encoded, 3), 64).numpy().astype(float)
   assert fast.shape == slow.shape == (64, 64, 3)
-  assert np.abs(fast - slow).mean() < 2.0
+  # resize_small rounds the resized width (85.33 -> 85), shifting its crop by 2/3 of an output
+  # pixel, ~3 input pixels: at a gradient of one level per pixel that is 3 levels at most.
+  assert np.abs(fast - slow).max() <= 4
   png = tf.io.encode_png(image)
   np.testing.assert_array_equal(ops.decode_square(png, 3, 64), ops.resize_small(ops.decode(png, 3), 64))
