@@ -227,7 +227,10 @@ def make_init_state(model_spec: ModelSpec, tx: optax.GradientTransformation, mes
     return step_lib.init_state(model, tx, jax.random.PRNGKey(seed), input_shape)
 
   abstract = jax.eval_shape(init, 0)
-  return jax.jit(init, static_argnums=0, out_shardings=state_shardings(mesh, abstract, model_spec))
+  # The seed stays a traced argument: as a constant, XLA would constant-fold the whole
+  # init (and the forward pass flax runs to find the shapes) at compile time, slowly.
+  jitted = jax.jit(init, out_shardings=state_shardings(mesh, abstract, model_spec))
+  return lambda seed: jitted(np.int32(seed))
 
 
 def make_sharded_steps(model_spec: ModelSpec, tx: optax.GradientTransformation, mesh: Mesh,

@@ -57,8 +57,8 @@ def reference(config):
   """Plain jit on one device: logits, loss, grads, params after STEPS steps, metrics."""
   spec, tx = parts(config)
   model = AlexNet(spec)
-  state = jax.jit(lambda: step_lib.init_state(model, tx, jax.random.PRNGKey(config.seed),
-                                              (28, 28, 3)))()
+  state = jax.jit(lambda seed: step_lib.init_state(model, tx, jax.random.PRNGKey(seed),
+                                                   (28, 28, 3)))(config.seed)
   b0 = batch(0)
   drop = jax.random.fold_in(state.rng, state.step)
   logits = jax.jit(lambda p, x: model.apply({"params": p}, x, train=True,

@@ -1,6 +1,6 @@
-"""Sharded vs single-device run on one (data, model) mesh; prints the errors as JSON.
+"""Sharded vs single-device runs on (data, model) meshes; prints the errors as JSON lines.
 
-    JAX_NUM_CPU_DEVICES=4 python tests/mesh_helpers/equivalence.py --data 2 --model 2
+    JAX_NUM_CPU_DEVICES=4 python tests/mesh_helpers/equivalence.py 2x2 1x1
 """
 
 from __future__ import annotations
@@ -25,14 +25,19 @@ from alexnet_jax.models import AlexNet  # noqa: E402
 
 def main():
   ap = argparse.ArgumentParser()
-  ap.add_argument("--data", type=int, required=True)
-  ap.add_argument("--model", type=int, required=True)
+  ap.add_argument("meshes", nargs="+", help="DATAxMODEL, e.g. 2x1 1x2")
   args = ap.parse_args()
-  config = common.tiny_config(args.data, args.model)
-  ref = common.reference(config)
+  ref = common.reference(common.tiny_config())
+  for shape in args.meshes:
+    data, model = (int(v) for v in shape.split("x"))
+    errs = compare(common.tiny_config(data, model), ref)
+    print("RESULT " + json.dumps({"mesh": shape, **errs}), flush=True)
 
+
+def compare(config, ref):
   spec, tx = common.parts(config)
-  mesh = mesh_lib.make_mesh(config)
+  n = config.mesh.data * config.mesh.model
+  mesh = mesh_lib.make_mesh(config, jax.devices()[:n])
   state = mesh_lib.make_init_state(spec, tx, mesh, (28, 28, 3))(config.seed)
   specs = mesh_lib.state_specs(state.params, spec)
   smodel = AlexNet(spec, model_axis=mesh_lib.MODEL, data_axis=mesh_lib.DATA)
@@ -81,7 +86,7 @@ def main():
   want = plain_eval(ref["state"].params, eb)
   got = eval_step(state.params, mesh_lib.put_batch(eb, mesh))
   errs["eval"] = max(common.max_rel_err(got[k], want[k]) for k in want)
-  print("RESULT " + json.dumps(errs))
+  return errs
 
 
 if __name__ == "__main__":
