@@ -63,6 +63,10 @@ def base_config() -> ml_collections.ConfigDict:
   d.flip = True
   d.pca_noise = 0.1  # Std of the alphas of the PCA colour noise; 0 turns it off.
   d.normalize = "mean_image"  # "mean_image" (paper), "channel" (mean/std), or "none".
+  # Fixed per-channel mean/std in 0..255 for normalize="channel", instead of training-set
+  # statistics: pretrained weights expect the normalisation they were trained with.
+  d.channel_mean = ml_collections.FieldReference(None, field_type=tuple)
+  d.channel_std = ml_collections.FieldReference(None, field_type=tuple)
   d.stats_file = ml_collections.FieldReference(None, field_type=str)
   d.eval_crops = "center"  # "center" or "ten" (4 corners + center, and their flips).
   d.shuffle_buffer = 10_000
@@ -272,6 +276,21 @@ def validate(c: ml_collections.ConfigDict) -> None:
     raise ConfigError(
         f"config.data.crop_size={d.crop_size} != config.model.input_size={m.input_size}: the network "
         "sees the crops, so set both to the same value.")
+  if (d.channel_mean is None) != (d.channel_std is None):
+    raise ConfigError(
+        "config.data.channel_mean and config.data.channel_std go together; set both (one value "
+        "per channel, 0..255 scale) or neither.")
+  if d.channel_mean is not None:
+    if len(d.channel_mean) != len(d.channel_std):
+      raise ConfigError(
+          f"config.data.channel_mean={tuple(d.channel_mean)} and data.channel_std="
+          f"{tuple(d.channel_std)} need one value per channel each.")
+    if any(s <= 0 for s in d.channel_std):
+      raise ConfigError(f"config.data.channel_std={tuple(d.channel_std)} must be > 0.")
+    if d.normalize != "channel":
+      raise ConfigError(
+          f"config.data.channel_mean/channel_std are set but data.normalize={d.normalize!r} "
+          "ignores them; set data.normalize='channel' or unset them.")
   if c.batch_size < 1 or c.eval_batch_size < 1:
     raise ConfigError("config.batch_size and config.eval_batch_size must be >= 1.")
   if c.optim.lr <= 0:

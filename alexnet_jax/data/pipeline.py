@@ -96,8 +96,27 @@ def _decoded(source, r, image_size) -> tf.data.Dataset:
       num_parallel_calls=tf.data.AUTOTUNE)
 
 
+def _fixed_channel_stats(config) -> bool:
+  d = config.data
+  return d.normalize == "channel" and d.channel_mean is not None
+
+
 def _needs_stats(config, train: bool) -> bool:
-  return config.data.normalize != "none" or (train and config.data.pca_noise > 0)
+  d = config.data
+  normalize_needs = d.normalize != "none" and not _fixed_channel_stats(config)
+  return normalize_needs or (train and d.pca_noise > 0)
+
+
+def _channel_mean_std(config, stats, channels: int):
+  """Per-channel mean and std for normalize='channel': the config's, else the data's."""
+  d = config.data
+  if not _fixed_channel_stats(config):
+    return tf.constant(stats.channel_mean), tf.constant(stats.channel_std)
+  if len(d.channel_mean) != channels:
+    raise config_lib.ConfigError(
+        f"config.data.channel_mean={tuple(d.channel_mean)} has {len(d.channel_mean)} values but "
+        f"{d.dataset!r} images have {channels} channels; give one mean and std per channel.")
+  return (tf.constant(d.channel_mean, tf.float32), tf.constant(d.channel_std, tf.float32))
 
 
 def _stats(config, source, splits, train: bool):
@@ -116,7 +135,7 @@ def make_train_preprocess(config, stats, channels: int):
   if mode == "mean_image":
     mean_image = tf.constant(stats.mean_image)
   elif mode == "channel":
-    mean, std = tf.constant(stats.channel_mean), tf.constant(stats.channel_std)
+    mean, std = _channel_mean_std(config, stats, channels)
   use_pca = d.pca_noise > 0
   if use_pca:
     vecs, vals = tf.constant(stats.pca_eigvecs), tf.constant(stats.pca_eigvals)
@@ -137,7 +156,7 @@ def make_train_preprocess(config, stats, channels: int):
   return preprocess
 
 
-def make_eval_preprocess(config, stats):
+def make_eval_preprocess(config, stats, channels: int = 3):
   """(uint8 image, label, mask) -> eval example with the center or the ten views."""
   d = config.data
   mode = d.normalize
@@ -146,7 +165,7 @@ def make_eval_preprocess(config, stats):
   if mode == "mean_image":
     mean_view = view(tf.constant(stats.mean_image))
   elif mode == "channel":
-    mean, std = tf.constant(stats.channel_mean), tf.constant(stats.channel_std)
+    mean, std = _channel_mean_std(config, stats, channels)
 
   def preprocess(image, label, mask):
     x = tf.cast(view(image), tf.float32)
@@ -249,6 +268,7 @@ def eval_batches(config, split: str = "val", process_index: int = 0,
   blank = (tf.zeros([d.image_size, d.image_size, source.channels], tf.uint8), tf.constant(0),
            tf.constant(0.0))
   ds = ds.concatenate(tf.data.Dataset.from_tensors(blank).repeat(pad))
-  ds = ds.map(make_eval_preprocess(config, stats), num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.map(make_eval_preprocess(config, stats, source.channels),
+              num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(batch, drop_remainder=True)
   return ds.prefetch(d.prefetch).with_options(_options()).as_numpy_iterator()

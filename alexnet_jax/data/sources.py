@@ -7,7 +7,9 @@ arithmetic on `Range`s and work the same for every kind of dataset.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import functools
 import hashlib
 import os
@@ -59,23 +61,41 @@ def default_data_dir(config) -> str:
 class TfdsSource:
   """A prepared TFDS dataset; images stay encoded until the pipeline decodes them."""
 
-  def __init__(self, name: str, builder: tfds.core.DatasetBuilder):
+  def __init__(self, name: str, builder: tfds.core.DatasetBuilder, data_dir: str):
     self.name = name
     self.builder = builder
     self.image_key, self.label_key = builder.info.supervised_keys or ("image", "label")
     features = builder.info.features
     self.num_classes = int(features[self.label_key].num_classes)
     self.channels = int(features[self.image_key].shape[-1] or 3)
-    self.stats_dir = os.path.join(builder.data_dir_root, "alexnet_stats")
+    # The configured data_dir, not builder.data_dir_root: tfds.testing.mock_data points the
+    # latter at a fixed fake path, and stats must land where the user's data lives.
+    self.stats_dir = os.path.join(data_dir, "alexnet_stats")
     self.key = f"{builder.info.full_name.replace('/', '_')}"
+    self._counted: dict[str, int] = {}
 
   def split_names(self) -> list[str]:
     return list(self.builder.info.splits.keys())
 
   def split_size(self, split: str) -> int:
-    if split not in self.builder.info.splits:
+    known = self.builder.info.splits
+    if split in known:
+      return int(known[split].num_examples)
+    if known:
       raise KeyError(split)
-    return int(self.builder.info.splits[split].num_examples)
+    # Datasets without split metadata (some community datasets, tfds.testing.mock_data)
+    # still read fine; their sizes are only learnt by reading once.
+    if split not in self._counted:
+      logging.info("%s has no split sizes in its metadata; counting %r once", self.name, split)
+      try:
+        ds = self.builder.as_dataset(
+            split=split, decoders={self.image_key: tfds.decode.SkipDecoding()},
+            read_config=tfds.ReadConfig(add_tfds_id=False))
+        self._counted[split] = int(ds.reduce(0, lambda n, _: n + 1))
+      except (KeyError, ValueError, tf.errors.OpError):
+        raise KeyError(split) from None
+      logging.info("%s[%r] has %d examples", self.name, split, self._counted[split])
+    return self._counted[split]
 
   def read(self, r: Range, *, shuffle_seed: int | None = None) -> tf.data.Dataset:
     """The range's (bytes, label) pairs; with a seed, the file order is shuffled by it."""
@@ -86,6 +106,9 @@ class TfdsSource:
         shuffle_files=shuffle_seed is not None,
         decoders={self.image_key: tfds.decode.SkipDecoding()},
         read_config=tfds.ReadConfig(shuffle_seed=shuffle_seed, add_tfds_id=False))
+    # Eval padding assumes exactly r.size examples; builders that ignore the slice
+    # (tfds.testing.mock_data) would otherwise hand out the whole split.
+    ds = ds.take(r.size)
     return ds.map(lambda ex: (ex[self.image_key], tf.cast(ex[self.label_key], tf.int32)))
 
 
@@ -155,28 +178,63 @@ def open_source(config):
   return _open(d.dataset, default_data_dir(config), d.manual_dir)
 
 
+@contextlib.contextmanager
+def file_lock(path: str, what: str):
+  """An exclusive lock between processes (fcntl.flock on `path`, which is created).
+
+  flock is per open file, so threads of one process that each open the file exclude each
+  other too; on NFS, Linux maps it onto POSIX locks the server sees.
+  """
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "a") as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      logging.info("Waiting for another process %s (lock %s)", what, path)
+      fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _lock_path(directory: str, name: str) -> str:
+  return os.path.join(directory, f".alexnet-{name.replace('/', '_')}.lock")
+
+
 @functools.lru_cache(maxsize=8)
 def _open(name: str, data_dir: str, manual_dir: str | None):
   if name.startswith(FOLDER_PREFIX):
     return FolderSource(name, os.path.expanduser(name[len(FOLDER_PREFIX):]), data_dir)
+  builder = _builder(name, data_dir)
+  if not builder.is_prepared():
+    # Runs started together would otherwise all prepare into the same directory, and all
+    # but one fail renaming their result into place. The lock is only taken when preparing,
+    # so prepared datasets in read-only directories open as before.
+    with file_lock(_lock_path(data_dir, name), f"preparing {name} in {data_dir}"):
+      # A fresh builder: one made before another process finished has no split metadata.
+      builder = _builder(name, data_dir)
+      if not builder.is_prepared():
+        if name == "fashion_mnist_offline":
+          _prepare_offline_fashion_mnist(builder, manual_dir or fashion_mnist_offline.DEFAULT_DIR)
+        else:
+          _prepare_catalog(name, builder, data_dir, manual_dir)
+  return TfdsSource(name, builder, data_dir)
+
+
+def _builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
   if name == "fashion_mnist_offline":
-    builder = fashion_mnist_offline.FashionMnistOffline(data_dir=data_dir)
-    _prepare_offline_fashion_mnist(builder, manual_dir or fashion_mnist_offline.DEFAULT_DIR)
-    return TfdsSource(name, builder)
+    return fashion_mnist_offline.FashionMnistOffline(data_dir=data_dir)
   try:
-    builder = tfds.builder(name, data_dir=data_dir)
+    return tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError as e:
     raise DatasetError(
         f"config.data.dataset={name!r} is not a TFDS dataset ({str(e).splitlines()[0]}). Use a TFDS "
         "name (imagenet2012, imagenette, imagenet_resized/64x64, cifar10, cifar100, fashion_mnist), "
         f"fashion_mnist_offline, or {FOLDER_PREFIX}/path/to/root.") from None
-  _prepare_catalog(name, builder, data_dir, manual_dir)
-  return TfdsSource(name, builder)
 
 
 def _prepare_offline_fashion_mnist(builder, manual_dir: str) -> None:
-  if builder.is_prepared():
-    return
   missing = fashion_mnist_offline.missing_files(manual_dir)
   if missing:
     raise DatasetError(
@@ -189,8 +247,6 @@ def _prepare_offline_fashion_mnist(builder, manual_dir: str) -> None:
 
 
 def _prepare_catalog(name, builder, data_dir, manual_dir) -> None:
-  if builder.is_prepared():
-    return
   manual_dir = manual_dir or os.path.join(data_dir, "downloads", "manual")
   build_cmd = f"tfds build {name} --data_dir={data_dir}"
   if builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
@@ -230,9 +286,11 @@ def resolve_splits(config, source) -> Splits:
     try:
       return Range(split, 0, source.split_size(split))
     except KeyError:
+      names = source.split_names()
       raise DatasetError(
-          f"config.data.{field}={split!r} is not a split of {d.dataset!r}; it has "
-          f"{source.split_names()}.") from None
+          f"config.data.{field}={split!r} is not a split of {d.dataset!r}; "
+          + (f"it has {names}." if names else "its metadata lists no splits and reading "
+             "that one failed.")) from None
 
   train = whole("train_split", d.train_split)
   if d.val_fraction > 0:

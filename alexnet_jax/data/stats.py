@@ -156,9 +156,14 @@ def for_config(config, source, splits, train_images: np.ndarray | None = None) -
                     "alexnet_jax.data.stats --config=...`.", path, "ImageNet defaults")
     stats = imagenet_defaults(d.image_size)
   elif splits.train.size * d.image_size ** 2 * source.channels <= AUTO_COMPUTE_MAX_VALUES:
-    logging.info("Computing training-set statistics into %s", path)
-    stats = compute(config, source, images=train_images)
-    stats.save(path)
+    # One process computes while runs started beside it wait and then load its file.
+    with sources.file_lock(path + ".lock", f"computing {path}"):
+      if os.path.exists(path):
+        stats = Stats.load(path)
+      else:
+        logging.info("Computing training-set statistics into %s", path)
+        stats = compute(config, source, images=train_images)
+        stats.save(path)
   else:
     raise sources.DatasetError(
         f"config.data.normalize={d.normalize!r} / data.pca_noise={d.pca_noise} need training-set "
