@@ -17,11 +17,13 @@ import time
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from absl import logging
 
 from alexnet_jax import checkpoint as ckpt_lib
 from alexnet_jax import config as config_lib
 from alexnet_jax import data
+from alexnet_jax import mesh as mesh_lib
 from alexnet_jax import metrics as metrics_lib
 from alexnet_jax import optim
 from alexnet_jax import step as step_lib
@@ -84,11 +86,11 @@ def _check_against_data(config, info) -> None:
         f"config.batch_size={config.batch_size} exceeds the {info.num_train} training examples.")
 
 
-def evaluate(eval_step, params, config, split: str) -> dict[str, float]:
+def evaluate(eval_step, params, config, split: str, mesh) -> dict[str, float]:
   sums = None
-  for batch in data.eval_batches(config, split=split, process_index=jax.process_index(),
-                                 process_count=jax.process_count()):
-    m = eval_step(params, batch)
+  index, count = mesh_lib.data_shard(mesh)
+  for batch in data.eval_batches(config, split=split, process_index=index, process_count=count):
+    m = eval_step(params, mesh_lib.put_batch(batch, mesh))
     sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
   return step_lib.means(jax.device_get(sums))
 
@@ -96,6 +98,8 @@ def evaluate(eval_step, params, config, split: str) -> dict[str, float]:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains, evaluates every epoch, checkpoints, and returns the final metrics."""
   config_lib.validate(config)
+  mesh_lib.initialize_distributed(config)  # Before anything touches a device.
+  mesh = mesh_lib.make_mesh(config)
   info = data.dataset_info(config)  # Fails fast with how to prepare a missing dataset.
   _check_against_data(config, info)
   os.makedirs(workdir, exist_ok=True)
@@ -110,9 +114,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   probe = jax.eval_shape(lambda: model.init({"params": rng}, jnp.zeros((1, crop, crop, info.channels)),
                                             train=False)["params"])
   tx = optim.make_optimizer(config.optim, probe)
-  state = jax.jit(lambda r: step_lib.init_state(model, tx, r, (crop, crop, info.channels)))(rng)
-  logging.info("AlexNet with %s parameters, map sizes %s", f"{count_params(state.params):,}",
-               config_lib.feature_map_sizes(config.model))
+  # Created directly in its shardings: with mesh.model=2 no device ever holds both towers.
+  state = mesh_lib.make_init_state(spec, tx, mesh, (crop, crop, info.channels))(config.seed)
+  logging.info("AlexNet with %s parameters, map sizes %s, mesh %s", f"{count_params(state.params):,}",
+               config_lib.feature_map_sizes(config.model), dict(mesh.shape))
 
   policy = optim.make_lr_policy(config.optim, config.num_epochs)
   spe = data.steps_per_epoch(config, info)
@@ -123,6 +128,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                                        keep=config.keep_checkpoints)
   host = {"wall_time": 0.0, "epoch_sums": None, "policy": policy.state_dict()}
+  # The target carries this run's shardings, so a checkpoint from any mesh shape restores.
   restored = checkpointer.restore(state)
   if restored is not None:
     state, host = restored
@@ -131,8 +137,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   start_step = int(state.step)
 
   writer = metrics_lib.MetricWriter(workdir, enabled=is_chief)
-  train_step = jax.jit(step_lib.make_train_step(model, tx), donate_argnums=(0,))
-  eval_step = jax.jit(step_lib.make_eval_step(model))
+  train_step, eval_step = mesh_lib.make_sharded_steps(spec, tx, mesh, config)
 
   stop = {"signal": False}
   previous_handler = None
@@ -159,8 +164,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   window = None
   loss_since_save = 0.0  # A device scalar between saves: checking it costs no per-step sync.
   progress = metrics_lib.Progress(total_steps, start_step, config.batch_size)
-  batches = data.train_batches(config, start_step=start_step, process_index=jax.process_index(),
-                               process_count=jax.process_count())
+  shard_index, shard_count = mesh_lib.data_shard(mesh)
+  batches = data.train_batches(config, start_step=start_step, process_index=shard_index,
+                               process_count=shard_count)
   last_val = None
   t_window = time.time()
   step = start_step
@@ -168,7 +174,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     while step < total_steps:
       t0 = time.time()
       lr = policy.lr(step, spe)
-      state, m = train_step(state, next(batches), jnp.float32(lr))
+      state, m = train_step(state, mesh_lib.put_batch(next(batches), mesh), np.float32(lr))
       window = m if window is None else jax.tree.map(jnp.add, window, m)
       epoch_sums = m if epoch_sums is None else jax.tree.map(jnp.add, epoch_sums, m)
       loss_since_save = loss_since_save + m["loss"]
@@ -183,7 +189,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
               f"training loss became {means['loss']} by step {step} (epoch {epoch:.2f}, lr {lr:g}); "
               f"the last good checkpoint in {checkpointer.directory} is kept. Lower config.optim.lr?")
         elapsed = time.time() - t_window
-        ips = float(jax.device_get(window["count"])) * jax.process_count() / max(elapsed, 1e-9)
+        ips = float(jax.device_get(window["count"])) / max(elapsed, 1e-9)  # count is global.
         writer.write({"kind": "train", "step": step, "epoch": epoch, "lr": lr,
                       "images_per_sec": ips, "wall_time": wall_time, **means})
         progress.update(step, epoch=epoch, lr=lr, loss=means["loss"], top1_err=means["top1_err"],
@@ -196,7 +202,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                       "wall_time": wall_time, **means})
         epoch_sums = None
         if info.num_val:
-          last_val = evaluate(eval_step, state.params, config, "val")
+          last_val = evaluate(eval_step, state.params, config, "val", mesh)
           writer.write({"kind": "val", "step": step, "epoch": epoch, "lr": lr,
                         "crops": config.data.eval_crops, "wall_time": wall_time, **last_val})
           logging.info("epoch %d (step %d, lr %g): val loss %.4f top-1 err %.2f%% top-5 err %.2f%%",
@@ -223,7 +229,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       for crops in views:
         view_config = ml_collections.ConfigDict(config.to_dict())
         view_config.data.eval_crops = crops
-        result = evaluate(eval_step, state.params, view_config, "test")
+        result = evaluate(eval_step, state.params, view_config, "test", mesh)
         final["test"][crops] = result
         writer.write({"kind": "test", "step": step, "epoch": step / spe, "crops": crops,
                       "wall_time": wall_time, **result})
