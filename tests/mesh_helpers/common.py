@@ -59,6 +59,7 @@ def reference(config):
   model = AlexNet(spec)
   state = jax.jit(lambda seed: step_lib.init_state(model, tx, jax.random.PRNGKey(seed),
                                                    (28, 28, 3)))(config.seed)
+  first_state = state
   b0 = batch(0)
   drop = jax.random.fold_in(state.rng, state.step)
   logits = jax.jit(lambda p, x: model.apply({"params": p}, x, train=True,
@@ -71,7 +72,8 @@ def reference(config):
     state, m = train_step(state, batch(s), jnp.float32(LRS[s]))
     metrics.append(m)
   return {"logits": logits, "loss": loss, "grads": grads, "params": state.params,
-          "metrics": metrics, "state": state}
+          "metrics": metrics, "state": state,
+          "first_state": first_state}
 
 
 def flat(tree, prefix):

@@ -39,6 +39,8 @@ def compare(config, ref):
   n = config.mesh.data * config.mesh.model
   mesh = mesh_lib.make_mesh(config, jax.devices()[:n])
   state = mesh_lib.make_init_state(spec, tx, mesh, (28, 28, 3))(config.seed)
+  errs = {"init": max(common.max_rel_err(a, b) for a, b in zip(
+      jax.tree.leaves(state), jax.tree.leaves(ref["first_state"])))}
   specs = mesh_lib.state_specs(state.params, spec)
   smodel = AlexNet(spec, model_axis=mesh_lib.MODEL, data_axis=mesh_lib.DATA)
   scale = mesh.shape["data"] * mesh.shape["model"]
@@ -55,7 +57,6 @@ def compare(config, ref):
                             out_specs=(P("model", "data"), P(), specs)))
   logits, loss, grads = f(state.params, b0, drop)
 
-  errs = {}
   # Every model device computed the whole logits; each copy must match.
   errs["logits"] = max(common.max_rel_err(l, ref["logits"]) for l in np.asarray(logits))
   errs["loss"] = common.max_rel_err(loss, ref["loss"])
