@@ -109,6 +109,8 @@ def base_config() -> ml_collections.ConfigDict:
 
 def one_tower(c: ml_collections.ConfigDict) -> None:
   """The paper's one-GPU baseline: half the kernels in every conv but conv5."""
+  if c.model.towers == 1:  # Already one tower: halving again would not be the paper's net.
+    return
   f = list(c.model.conv_features)
   c.model.towers = 1
   c.model.conv_features = tuple(x // 2 for x in f[:4]) + (f[4],)
@@ -264,7 +266,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config.model.lrn_size={m.lrn_size} must be odd (a window centred on each channel).")
   if m.pool_window < 1 or m.pool_stride < 1:
     raise ConfigError("config.model.pool_window and pool_stride must be >= 1.")
-  size = feature_map_sizes(c.model)[-1]
+  size = min(feature_map_sizes(c.model))
   if size < 1:
     raise ConfigError(
         f"config.model.input_size={m.input_size} is too small for these convs and pools: the maps "
