@@ -47,18 +47,20 @@ MODEL = "model"
 
 
 def _env_wants_distributed() -> bool:
-  # `srun --ntasks=N` (N>1) runs N copies of the command; training them independently into
-  # one workdir would corrupt it, so several SLURM tasks mean one distributed run.
+  # `srun` with N>1 tasks runs N copies of the command; training them independently into
+  # one workdir would corrupt it, so several tasks in this step mean one distributed run.
+  # (SLURM_STEP_NUM_TASKS, not SLURM_NTASKS: a batch script running python directly has
+  # the job's task count but is one process.)
   if os.environ.get("JAX_COORDINATOR_ADDRESS"):
     return True
-  return int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ
+  return int(os.environ.get("SLURM_STEP_NUM_TASKS", "1")) > 1
 
 
 def initialize_distributed(config) -> bool:
   """Connects this process to the others of a multi-host run; True if it did.
 
   Runs when `config.distributed.enabled` is set or the environment describes a multi-process
-  job (`JAX_COORDINATOR_ADDRESS`, or SLURM with more than one task). Fields of
+  job (`JAX_COORDINATOR_ADDRESS`, or an `srun` step of more than one task). Fields of
   `config.distributed` left as None are detected by JAX (SLURM, Open MPI, Kubernetes,
   `JAX_COORDINATOR_ADDRESS`). Must run before anything touches a JAX device.
   """

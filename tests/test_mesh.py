@@ -188,3 +188,14 @@ def test_eval_batches_that_do_not_split_are_padded_with_mask_zero():
   with pytest.raises(ValueError, match="config.batch_size"):
     mesh_lib.pad_batch(common.batch(0, batch_size=7), 4)
 
+
+
+def test_distributed_without_a_coordinator_says_what_to_set(monkeypatch):
+  for var in ("JAX_COORDINATOR_ADDRESS", "SLURM_STEP_NUM_TASKS", "SLURM_JOB_ID",
+              "OMPI_MCA_orte_hnp_uri", "KUBERNETES_SERVICE_HOST"):
+    monkeypatch.delenv(var, raising=False)
+  c = _config()
+  assert mesh_lib.initialize_distributed(c) is False  # Not asked for: nothing happens.
+  c.distributed.enabled = True
+  with pytest.raises(config_lib.ConfigError, match="config.distributed.coordinator_address"):
+    mesh_lib.initialize_distributed(c)
