@@ -40,6 +40,10 @@ PUBLISHED_ACCURACY = {"top1": 56.522, "top5": 79.066}  # torchvision model zoo, 
 TORCH_NAMES = {"conv1": "features.0", "conv2": "features.3", "conv3": "features.6",
                "conv4": "features.8", "conv5": "features.10", "fc6": "classifier.1",
                "fc7": "classifier.4", "fc8": "classifier.6"}
+# What the weights' shapes cannot tell: these must match for the numbers to mean anything.
+TORCHVISION_MODEL = {"towers": 1, "conv_layers": (1, 2, 3, 4, 5), "conv_strides": (4, 1, 1, 1, 1),
+                     "conv_padding": (2, 2, 1, 1, 1), "lrn": False, "pool_after": (1, 2, 5),
+                     "pool_window": 3, "pool_stride": 2, "activation": "relu"}
 NEEDS_TORCH = "Reading .pth files needs PyTorch: pip install 'alexnet-jax[torch]'"
 
 
@@ -78,14 +82,16 @@ def _expected_shapes(spec: ModelSpec) -> dict:
 
 def convert(state_dict: Mapping[str, np.ndarray], spec: ModelSpec) -> dict:
   """torchvision AlexNet state dict -> params of `AlexNet(spec)` (NumPy float32)."""
-  if spec.towers != 1:
+  for field, want in TORCHVISION_MODEL.items():
+    have = getattr(spec, field)
+    if (tuple(have) if isinstance(want, tuple) else have) != want:
+      raise ConversionError(
+          f"config.model.{field}={have!r}, but torchvision's AlexNet has {want!r}; use "
+          "configs/torchvision_alexnet.py.")
+  if len(spec.fc_features) != 2:
     raise ConversionError(
-        f"config.model.towers={spec.towers}: torchvision's AlexNet has one tower; use "
-        "configs/torchvision_alexnet.py.")
-  if tuple(spec.conv_layers) != (1, 2, 3, 4, 5) or len(spec.fc_features) != 2:
-    raise ConversionError(
-        "torchvision's AlexNet has all five convs and two hidden fc layers; use "
-        "configs/torchvision_alexnet.py (config.model.conv_layers / fc_features differ).")
+        f"config.model.fc_features={tuple(spec.fc_features)}: torchvision's AlexNet has two "
+        "hidden fc layers (4096, 4096); use configs/torchvision_alexnet.py.")
   side = config_lib.feature_map_sizes(spec)[-1]
   if side != 6:
     # torchvision's AdaptiveAvgPool2d(6) is the identity only on 6x6 maps; we have none.

@@ -112,6 +112,8 @@ def test_mismatches_name_the_config_field(random_torch_state, spec):
   _, state = random_torch_state
   with pytest.raises(pretrained.ConversionError, match="towers"):
     pretrained.convert(state, ModelSpec())  # The paper's two-tower net.
+  with pytest.raises(pretrained.ConversionError, match="config.model.lrn"):
+    pretrained.convert(state, ModelSpec.from_config({**spec.__dict__, "lrn": True}))
   with pytest.raises(pretrained.ConversionError, match="input_size"):
     pretrained.convert(state, ModelSpec.from_config({**spec.__dict__, "input_size": 256}))
   with pytest.raises(pretrained.ConversionError, match="num_classes"):
