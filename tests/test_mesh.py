@@ -120,6 +120,14 @@ def test_two_processes_match_one_and_checkpoints_move_between_meshes(tmp_path):
     assert r[f"multihost_{shape}_loss"] <= TOL, r
 
 
+def test_training_resumed_on_another_mesh_ends_where_one_mesh_does(tmp_path):
+  # train_and_evaluate itself: 3 steps with a tower per device, the rest data-parallel, with
+  # odd eval batches padded; against the same run data-parallel throughout.
+  (r,) = _run(2, "train_meshes.py", str(tmp_path))
+  assert r["steps"] == [12, 12]
+  assert r["params"] <= TOL and r["metrics"] <= TOL, r
+
+
 # --------------------------------------------------------------------------------------
 # In this process (one device): shapes, specs, padding.
 
