@@ -8,13 +8,17 @@ Where gradients get reduced. The steps run with `check_vma=True`, so JAX's type 
 knows which values differ across which mesh axis. A parameter that is the same on every
 `data` device (all of them) but meets a batch shard that differs is implicitly `pvary`d,
 and the transpose of `pvary` is a `psum`: gradients come out of `jax.grad` already summed
-over `data`, and fc8's (replicated over `model` too) already summed over `model`. The loss,
-however, is computed once per `model` device from the same gathered activations, so the AD
-sum over `model` (through that `pvary` for fc8, through the all-gather's transpose, a
-reduce-scatter, for the towers) counts it `model` times. Dividing each device's loss by
-`data * model` (`batch_scale` of `step.make_train_step`) makes those sums exactly the
-single-device gradient, with no explicit collective on the gradients at all. Adding a
-`psum` over `data` on top would double count; `tests/test_mesh.py` checks the sums.
+over `data`. Across `model`, the towers' activations are gathered with ordinary
+(device-varying) all-gathers, whose transposes, reduce-scatters, send each tower the
+gradient of its activations, except the last one, before fc8: it is an invariant
+all-gather (`towers.gather(..., invariant=True)`), so fc8, the logits and the loss are
+typed (and are) the same on every `model` device. Nothing then sums them over `model`: fc8's
+gradient needs no all-reduce, and the transpose of that gather just slices out each
+tower's part of the cotangent. Each device's loss is therefore divided by the global
+batch, its local batch times `data` (`batch_scale` of `step.make_train_step`), and the
+sums AD inserts are exactly the single-device gradient, with no explicit collective on
+the gradients at all. Adding a `psum` over `data` on top would double count;
+`tests/test_mesh.py` checks the sums and that no gradient-sized all-reduce is left.
 
 Multi-host: processes are ordered along `data` first, so each process feeds the rows of the
 global batch that its devices hold (`data_shard`), and `put_batch` assembles the global
@@ -253,15 +257,13 @@ def make_sharded_steps(model_spec: ModelSpec, tx: optax.GradientTransformation, 
   model = AlexNet(model_spec, model_axis=MODEL, data_axis=DATA)
 
   def reduce_metrics(m):
-    # Metric sums differ across `data`. Across `model` they are equal, but the type system
-    # only knows that for those that never touched a tower (the eval count), and replicated
-    # outputs must be invariant: a psum of these few scalars over `model` and an exact
-    # division by a power of two settle it. (psum of a model-invariant value is a multiply.)
-    return jax.tree.map(lambda x: jax.lax.psum(jax.lax.psum(x, DATA), MODEL) / n_model, m)
+    # Metric sums differ across `data` only: the logits are model-invariant (module
+    # docstring), and check_vma would refuse a replicated output that were not.
+    return jax.tree.map(lambda x: jax.lax.psum(x, DATA), m)
 
   # No reduce_grads: see the module docstring; batch_scale carries the whole correction.
   local_train = step_lib.make_train_step(model, tx, reduce_metrics=reduce_metrics,
-                                         batch_scale=n_data * n_model)
+                                         batch_scale=n_data)
   local_eval = step_lib.make_eval_step(model, reduce_metrics=reduce_metrics)
 
   @functools.partial(jax.jit, donate_argnums=(0,))

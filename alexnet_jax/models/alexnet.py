@@ -140,7 +140,10 @@ class AlexNet(nn.Module):
       if i in spec.pool_after:
         xs = [max_pool(x, spec.pool_window, spec.pool_stride) for x in xs]
 
-    x = xs[0] if shared_input else tw.gather(xs, self.model_axis)
+    # The gather feeding fc8 (after the last fc layer, or after the convs when there is
+    # none) is invariant: fc8 is replicated over `model`, see tw.gather.
+    n_fc = len(spec.fc_features)
+    x = xs[0] if shared_input else tw.gather(xs, self.model_axis, invariant=n_fc == 0)
     x = x.reshape(x.shape[0], -1)
     for j, features in enumerate(spec.fc_features):
       name = f"fc{6 + j}"
@@ -148,7 +151,7 @@ class AlexNet(nn.Module):
                        model_axis=self.model_axis)(x)
       xs = [act(h) for h in xs]
       xs = self._dropout(xs, train)
-      x = tw.gather(xs, self.model_axis)
+      x = tw.gather(xs, self.model_axis, invariant=j == n_fc - 1)
 
     fc8 = nn.Dense(spec.num_classes, name=f"fc{6 + len(spec.fc_features)}",
                    kernel_init=_kernel_init(spec, x.shape[-1]),
