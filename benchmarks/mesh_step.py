@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import time
 
@@ -24,14 +23,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from alexnet_jax import collectives as coll
 from alexnet_jax import config as config_lib
 from alexnet_jax import mesh as mesh_lib
 from alexnet_jax import optim
 from alexnet_jax import step as step_lib
 from alexnet_jax.models import AlexNet, ModelSpec
-
-DTYPE_BYTES = {"f32": 4, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "pred": 1, "s8": 1, "u8": 1}
-COLLECTIVES = ("all-gather", "reduce-scatter", "all-reduce", "collective-permute", "all-to-all")
 
 
 def make_config(name, batch, data, model):
@@ -43,60 +40,6 @@ def make_config(name, batch, data, model):
   c.batch_size = batch
   c.mesh.data, c.mesh.model = data, model
   return c
-
-
-def _shape_bytes(text):
-  """Bytes of every array in an HLO shape string like '(f32[2,8]{1,0}, f32[3])'."""
-  total = 0
-  for dtype, dims in re.findall(r"(\w+)\[([\d,]*)\]", text):
-    if dtype in DTYPE_BYTES:
-      total += DTYPE_BYTES[dtype] * int(np.prod([int(d) for d in dims.split(",") if d] or [1]))
-  return total
-
-
-def collectives(hlo_text):
-  """[(op, result bytes per device, group size)] for each collective in the compiled HLO."""
-  out = []
-  for line in hlo_text.splitlines():
-    m = re.match(r"\s*(?:ROOT )?%?[\w.\-]+ = (.+?) (" + "|".join(COLLECTIVES) + r")(?:-start)?\(", line)
-    if not m:
-      continue
-    groups = re.search(r"replica_groups=\{\{([\d,]+)\}", line) or re.search(
-        r"replica_groups=\[(\d+),(\d+)\]", line)
-    if groups is None:
-      n = 0
-    elif groups.re.pattern.startswith("replica_groups=\\["):
-      n = int(groups.group(2))
-    else:
-      n = len(groups.group(1).split(","))
-    out.append((m.group(2), _shape_bytes(m.group(1)), n))
-  return out
-
-
-def received_bytes(op, size, n):
-  if n <= 1:
-    return 0
-  if op == "all-gather":
-    return size * (n - 1) // n
-  if op == "reduce-scatter":
-    return size * (n - 1)  # size is the scattered result; the input is n times larger.
-  if op == "all-reduce":
-    return 2 * size * (n - 1) // n
-  return size
-
-
-def paper_bytes(spec: ModelSpec, batch_per_tower_pair: int, bytes_per=4):
-  """Activation bytes one GPU receives per step in the paper's two-GPU layout (fwd+bwd)."""
-  sizes = config_lib.feature_map_sizes(spec)
-  half = lambda c: c // spec.towers  # noqa: E731
-  # Before conv3: the other tower's pooled conv2 maps; before fc6: its pooled conv5 maps.
-  conv3_in = sizes[1] ** 2 * half(spec.conv_features[1])
-  fc6_in = sizes[-1] ** 2 * half(spec.conv_features[4])
-  fc_in = [half(f) for f in spec.fc_features]  # Before fc7 and fc8.
-  per_example = {"conv3": conv3_in, "fc6": fc6_in, "fc7": fc_in[0], "fc8": fc_in[1]}
-  fwd = {k: v * batch_per_tower_pair * bytes_per for k, v in per_example.items()}
-  return {"forward": fwd, "forward_total": sum(fwd.values()),
-          "forward_plus_backward": 2 * sum(fwd.values())}
 
 
 def time_steps(step, state, batch, steps):
@@ -139,14 +82,14 @@ def main():
     state = mesh_lib.make_init_state(spec, tx, mesh, (spec.input_size, spec.input_size, 3))(0)
     train_step, _ = mesh_lib.make_sharded_steps(spec, tx, mesh, config)
     hlo = train_step.lower(state, batch, np.float32(0.01)).compile().as_text()
-    colls = collectives(hlo)
+    colls = coll.collectives(hlo)
     seconds, state = time_steps(train_step, state, batch, args.steps)
     summary = {}
     for op, size, n in colls:
       s = summary.setdefault(f"{op}(n={n})", {"count": 0, "result_bytes": 0, "received_bytes": 0})
       s["count"] += 1
       s["result_bytes"] += size
-      s["received_bytes"] += received_bytes(op, size, n)
+      s["received_bytes"] += coll.received_bytes(op, size, n)
     results.append({"mesh": shape, "step_s": seconds, "collectives": summary,
                     "received_bytes_total": sum(v["received_bytes"] for v in summary.values())})
     print(json.dumps(results[-1]), flush=True)
@@ -167,7 +110,7 @@ def main():
     print(json.dumps({"mesh": "plain jit, one device", "step_s": seconds}), flush=True)
 
   spec = ModelSpec.from_config(make_config(args.model, args.batch, 1, 1).model)
-  print(json.dumps({"paper_bytes_per_gpu_per_step": paper_bytes(spec, args.batch)}), flush=True)
+  print(json.dumps({"paper_bytes_per_gpu_per_step": coll.paper_bytes(spec, args.batch)}), flush=True)
 
 
 if __name__ == "__main__":

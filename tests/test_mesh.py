@@ -17,6 +17,7 @@ import jax
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from alexnet_jax import collectives as coll
 from alexnet_jax import config as config_lib
 from alexnet_jax import mesh as mesh_lib
 from alexnet_jax import step as step_lib
@@ -77,6 +78,22 @@ def test_two_devices_data_parallel_and_paper_layout_equal_one_device():
 
 def test_four_devices_2x2_equals_one_device():
   _check_equivalence(_run(4, "equivalence.py", "2x2"), ["2x2"])
+
+
+def test_paper_layout_moves_only_the_tower_activations():
+  # One tower per device: the towers' activations cross before conv3, fc6, fc7 and fc8, and
+  # their gradients come back except fc8's input's (fc8 is replicated, so each device has
+  # the whole cotangent and slices its part). No all-reduce over more than one device:
+  # fc8's gradient summed over `model` would be one, and it is the paper net's 16 MB.
+  (r,) = _run(2, "traffic.py", "1x2")
+  colls = [(op, size, n) for op, size, n in r["collectives"] if n != 1]  # n=1 moves nothing.
+  assert not [c for c in colls if c[0] not in ("all-gather", "reduce-scatter")], colls
+  received = {}
+  for op, size, n in colls:
+    received[op] = received.get(op, 0) + coll.received_bytes(op, size, n)
+  fwd = r["paper"]["forward"]
+  assert received["all-gather"] == sum(fwd.values()), (received, fwd)
+  assert received["reduce-scatter"] == sum(fwd.values()) - fwd["fc8"], (received, fwd)
 
 
 # --------------------------------------------------------------------------------------
