@@ -12,6 +12,12 @@ import sys as _sys
 # set XLA_FLAGS at all (their flags win, untouched) and JAX has not started a backend
 # yet (flags are read once); ALEXNET_JAX_DEFAULT_XLA_FLAGS=0 turns this off.
 CPU_XLA_FLAGS = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+# The same as per-executable options, for `jax.jit(..., compiler_options=...)` or
+# `.lower(...).compile(...)`, which do not depend on import order: XLA 0.10's default
+# YNNPACK set {individual_dot, individual_convolution, reduce} without the convolutions.
+CPU_COMPILER_OPTIONS = {
+    "xla_cpu_experimental_ynn_fusion_type":
+        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
 
 
 def _jaxlib_knows_flag() -> bool:

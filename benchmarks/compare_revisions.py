@@ -5,12 +5,18 @@ On a shared machine, timings taken minutes apart are not comparable; this export
 alternates their repeats, so both see the same load.
 
     python benchmarks/compare_revisions.py --base=bdac8f3 --batch=32 --repeats=7
+
+XLA_FLAGS are per process, so the package's default flags (alexnet_jax/__init__.py) are
+switched off here and the working tree's step is compiled with the equivalent
+per-executable options instead; the base revision gets XLA's defaults (pass
+--tree-options='{}' to compare code alone).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import io
 import os
 import re
@@ -23,6 +29,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+os.environ["ALEXNET_JAX_DEFAULT_XLA_FLAGS"] = "0"
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -47,7 +54,7 @@ def export(rev: str, name: str) -> str:
   return out
 
 
-def build(pkg: str, config: str, batch: int):
+def build(pkg: str, config: str, batch: int, options: dict):
   C = importlib.import_module(f"{pkg}.config")
   S = importlib.import_module(f"{pkg}.step")
   O = importlib.import_module(f"{pkg}.optim")
@@ -66,6 +73,7 @@ def build(pkg: str, config: str, batch: int):
   batch_ = {"image": jnp.asarray(rng.standard_normal((batch, s, s, 3), np.float32)),
             "label": jnp.asarray(rng.integers(0, c.model.num_classes, batch, np.int32))}
   lr = jnp.float32(c.optim.lr)
+  step = step.lower(state, batch_, lr).compile(options)
   box = {"state": state}
 
   def run(steps):
@@ -88,10 +96,15 @@ def main(argv=None):
   p.add_argument("--batch", type=int, default=32)
   p.add_argument("--steps", type=int, default=2)
   p.add_argument("--repeats", type=int, default=7)
+  p.add_argument("--tree-options", default=None,
+                 help="JSON compiler options for the working tree (default: the package's)")
   a = p.parse_args(argv)
+  import alexnet_jax
+  tree_options = (alexnet_jax.CPU_COMPILER_OPTIONS if a.tree_options is None
+                  else json.loads(a.tree_options))
   sys.path.insert(0, export(a.base, "alexnet_jax_base"))
-  runs = {a.base: build("alexnet_jax_base", a.config, a.batch),
-          "working tree": build("alexnet_jax", a.config, a.batch)}
+  runs = {a.base: build("alexnet_jax_base", a.config, a.batch, {}),
+          "working tree": build("alexnet_jax", a.config, a.batch, tree_options)}
   times = {k: [] for k in runs}
   for _ in range(a.repeats):
     for k, run in runs.items():
@@ -103,7 +116,9 @@ def main(argv=None):
   for k, v in times.items():
     print(f"  {k:14s} {med[k] * 1e3:8.1f} ms  {a.batch / med[k]:6.1f} img/s   "
           f"{[round(t * 1e3) for t in v]}")
-  print(f"  speed-up: {med[a.base] / med['working tree']:.2f}x")
+  paired = statistics.median(b / t for b, t in zip(times[a.base], times["working tree"]))
+  print(f"  speed-up: {med[a.base] / med['working tree']:.2f}x (median of paired ratios "
+        f"{paired:.2f}x); working-tree compiler options: {tree_options}")
 
 
 if __name__ == "__main__":

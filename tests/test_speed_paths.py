@@ -220,3 +220,32 @@ def test_network_gradients_equal_plain_formulation(spec_kw, monkeypatch):
                         jax.tree.leaves(fast_grads), jax.tree.leaves(plain_grads)):
     scale = float(jnp.max(jnp.abs(b))) or 1.0
     np.testing.assert_allclose(a / scale, b / scale, atol=2e-5, err_msg=str(path[0]))
+
+
+def test_bfloat16_compute_keeps_float32_master_weights_and_loss():
+  # config.model.dtype='bfloat16' (the GPU setting): params, optimizer state, logits and
+  # loss stay float32; the step's loss tracks the float32 step's. bf16 has float32's
+  # exponent range, so no loss scaling is needed.
+  from alexnet_jax import optim
+  from alexnet_jax import step as step_lib
+  rng = np.random.default_rng(9)
+  batch = {"image": jnp.asarray(rng.normal(size=(4, 28, 28, 3)), jnp.float32),
+           "label": jnp.asarray(rng.integers(0, 10, 4), jnp.int32)}
+  losses = {}
+  for dtype in ("float32", "bfloat16"):
+    model = AlexNet(_small_spec(dtype=dtype))
+    params = model.init({"params": jax.random.key(0)}, batch["image"], train=False)["params"]
+    tx = optim.paper_sgd(0.01)
+    state = step_lib.init_state(model, tx, jax.random.key(0), (28, 28, 3))
+    logits = model.apply({"params": state.params}, batch["image"], train=False)
+    assert logits.dtype == jnp.float32
+    step = jax.jit(step_lib.make_train_step(model, tx))
+    for _ in range(3):
+      state, metrics = step(state, batch, jnp.float32(0.01))
+    assert metrics["loss"].dtype == jnp.float32
+    assert {x.dtype for x in jax.tree.leaves(state.params)} == {jnp.dtype(jnp.float32)}
+    assert {x.dtype for x in jax.tree.leaves(state.opt_state) if hasattr(x, "dtype")
+            and jnp.issubdtype(x.dtype, jnp.floating)} == {jnp.dtype(jnp.float32)}
+    losses[dtype] = float(metrics["loss"])
+    del params
+  np.testing.assert_allclose(losses["bfloat16"], losses["float32"], rtol=0.05)
