@@ -192,8 +192,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         ips = float(jax.device_get(window["count"])) / max(elapsed, 1e-9)  # count is global.
         writer.write({"kind": "train", "step": step, "epoch": epoch, "lr": lr,
                       "images_per_sec": ips, "wall_time": wall_time, **means})
-        progress.update(step, epoch=epoch, lr=lr, loss=means["loss"], top1_err=means["top1_err"],
-                        images_per_sec=ips)
+        # Progress shows its own img/s and ETA; passing ours too would print it twice.
+        progress.update(step, epoch=epoch, lr=lr, loss=means["loss"], top1_err=means["top1_err"])
         window, t_window = None, time.time()
 
       if step % spe == 0:
