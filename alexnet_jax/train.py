@@ -136,7 +136,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     logging.info("Resumed from step %d in %s", int(state.step), workdir)
   start_step = int(state.step)
 
-  writer = metrics_lib.MetricWriter(workdir, enabled=is_chief)
+  # Rows a killed run logged after its last checkpoint are replayed on resume: drop them.
+  writer = metrics_lib.MetricWriter(workdir, enabled=is_chief, drop_after_step=start_step)
   train_step, eval_step = mesh_lib.make_sharded_steps(spec, tx, mesh, config)
 
   stop = {"signal": False}

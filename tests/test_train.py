@@ -117,12 +117,20 @@ def test_resume_equals_uninterrupted(folder, tmp_path):
   first.max_steps = 8  # Mid-way through epoch 2, between two periodic checkpoints.
   train.train_and_evaluate(first, resumed)
   assert _final_params(resumed)[0] == 8
+  # A killed run can have logged past its last checkpoint; the resumed run replays those steps.
+  with open(os.path.join(resumed, "metrics.jsonl"), "a") as f:
+    f.write(json.dumps({"kind": "train", "step": 10, "epoch": 1.6, "loss": 9.0, "top1_err": 1.0,
+                        "top5_err": 1.0, "lr": 0.01, "images_per_sec": 1.0, "wall_time": 1.0}) + "\n")
   train.train_and_evaluate(tiny_config(folder, data_dir), resumed)
 
   step_a, params_a = _final_params(straight)
   step_b, params_b = _final_params(resumed)
   assert step_a == step_b == 18
   _assert_trees_equal(params_a, params_b)
+  # One row per logged step, as if never interrupted (the first run's test rows aside).
+  steps = lambda wd, kind: [r["step"] for r in read_metrics(wd) if r["kind"] == kind]
+  for kind in ("train", "train_epoch", "val"):
+    assert steps(resumed, kind) == steps(straight, kind)
   # The resumed run's per-epoch rows equal the straight run's (epoch sums were checkpointed).
   row = lambda wd: [r for r in read_metrics(wd) if r["kind"] == "train_epoch"][-1]
   assert row(straight)["loss"] == pytest.approx(row(resumed)["loss"], rel=1e-6)
