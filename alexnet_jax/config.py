@@ -303,6 +303,13 @@ def validate(c: ml_collections.ConfigDict) -> None:
     raise ConfigError(
         "config.mesh.model=2 puts one tower on each device, but config.model.towers="
         f"{m.towers}; set mesh.model=1 for a one-tower net.")
+  # The LR schedule's own checks (a step past the last epoch, a warm-up longer than the run)
+  # belong here too, so a sweep catches them before its first run rather than in the run.
+  from alexnet_jax import optim  # Local: keeps `config` importable without JAX.
+  try:
+    optim.make_lr_policy(c.optim, c.num_epochs)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
 
 
 def feature_map_sizes(m) -> list[int]:

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from alexnet_jax import launch, report, sweep
+from alexnet_jax import launch, optim, report, sweep
 from alexnet_jax.sweep import Run, SweepError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -209,6 +209,24 @@ def test_shipped_sweeps_resolve(spec, n):
     assert tanh.model.activation == "tanh" and tanh.optim.weight_decay == 0 and tanh.model.dropout == 0
   if "lr_tanh" in spec:
     assert configs["tanh.s2"].optim.lr == 0.02 and configs["relu.s2"].optim.lr != 0.02
+
+
+def test_drops_gives_every_run_the_same_fixed_lr_drop():
+  runs = sweep.load_sweep(str(REPO / "experiments/fmnist_paper_ablations.py:seeds=2,epochs=4,drops=3"))
+  configs = [sweep.resolve(r) for r in runs]
+  assert len(configs) == 18
+  for c in configs:
+    assert c.optim.schedule == "steps" and tuple(c.optim.step_epochs) == (3.0,) and c.num_epochs == 4
+  policy = optim.make_lr_policy(configs[0].optim, configs[0].num_epochs)
+  assert policy.lr(3 * 100 - 1, 100) == pytest.approx(0.01)
+  assert policy.lr(3 * 100, 100) == pytest.approx(0.001)
+  # The same overrides travel to worker processes as config_flags.
+  assert "--config.optim.step_epochs=(3.0,)" in sweep.override_flags(runs[0].overrides)
+  with pytest.raises(SweepError, match="drops='3,4'|drops=.*joined by"):
+    sweep.load_sweep(str(REPO / "experiments/fmnist_paper_ablations.py:drops=x"))
+  # A drop at or after the last epoch is caught before any run starts.
+  with pytest.raises(SweepError, match="step_epochs"):
+    [sweep.resolve(r) for r in sweep.load_sweep(str(REPO / "experiments/fmnist_paper_ablations.py:epochs=3,drops=3"))]
 
 
 def test_sweep_argument_errors():
