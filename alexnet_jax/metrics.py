@@ -24,6 +24,8 @@ from typing import Any, Callable, TextIO
 
 from absl import logging
 
+from alexnet_jax import files
+
 METRICS_FILE = "metrics.jsonl"
 TB_DIR = "tb"
 _KINDS = ("train", "train_epoch", "val", "test")
@@ -76,10 +78,8 @@ def _repair(path: str, drop_after_step: int | None) -> None:
       continue
     if row.get("step", 0) <= drop_after_step:
       keep.append(line + b"\n")
-  tmp = path + ".tmp"
-  with open(tmp, "wb") as f:
+  with files.atomic_write(path, binary=True) as f:
     f.writelines(keep)
-  os.replace(tmp, path)
 
 
 class _EventFile:

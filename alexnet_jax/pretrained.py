@@ -18,7 +18,6 @@ The layout differences the conversion bridges:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 from typing import Mapping
@@ -30,6 +29,7 @@ import numpy as np
 from absl import app, logging
 
 from alexnet_jax import config as config_lib
+from alexnet_jax import files
 from alexnet_jax.models import AlexNet, ModelSpec
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -136,9 +136,8 @@ def convert(state_dict: Mapping[str, np.ndarray], spec: ModelSpec) -> dict:
 def save_params(params, path: str) -> None:
   """Atomically, as an .npz with 'layer/param' keys."""
   flat = {f"{layer}/{p}": np.asarray(a) for layer, ps in params.items() for p, a in ps.items()}
-  tmp = path + ".tmp.npz"
-  np.savez(tmp, **flat)
-  os.replace(tmp, path)
+  with files.atomic_write(path, binary=True) as f:
+    np.savez(f, **flat)
 
 
 def load_params(path: str) -> dict:
@@ -266,15 +265,14 @@ def _convert_and_evaluate(config, torch_weights: str, workdir: str, crops) -> No
     raise ConversionError(f"The converted net disagrees with torch by {diff}; not evaluating.")
   path = os.path.join(workdir, "params.npz")
   save_params(params, path)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
+  files.write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
   print(f"saved {path}")
   if not crops:
     return
   results = evaluate(config, jax.tree.map(jnp.asarray, params), crops)
-  with open(os.path.join(workdir, "pretrained_eval.json"), "w") as f:
-    json.dump({"results": results, "published_accuracy": PUBLISHED_ACCURACY,
-               "spec": dataclasses.asdict(spec)}, f, indent=2)
+  files.write_json(os.path.join(workdir, "pretrained_eval.json"),
+                   {"results": results, "published_accuracy": PUBLISHED_ACCURACY,
+                    "spec": dataclasses.asdict(spec)})
   print(report(results))
 
 

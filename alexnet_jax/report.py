@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from alexnet_jax import files as atomic
 from alexnet_jax.sweep import split_name
 
 PAPER_DATASET = "imagenet2012"
@@ -744,15 +745,8 @@ def plot_figure1(groups, pairs, results, out: pathlib.Path) -> pathlib.Path:
 
 def _save(fig, path: pathlib.Path):
   # A reader (or a browser refreshing report.md) never sees half a file while a sweep is running.
-  tmp = path.with_name(f".{path.name}.tmp")
-  fig.savefig(tmp, dpi=110, format="png")
-  os.replace(tmp, path)
-
-
-def _write_text(path: pathlib.Path, text: str):
-  tmp = path.with_name(f".{path.name}.tmp")
-  tmp.write_text(text)
-  os.replace(tmp, path)
+  with atomic.atomic_write(path, binary=True) as f:
+    fig.savefig(f, dpi=110, format="png")
 
 
 def _write_csv(path: pathlib.Path, rows: list[dict]):
@@ -763,7 +757,7 @@ def _write_csv(path: pathlib.Path, rows: list[dict]):
     w.writeheader()
     for r in rows:
       w.writerow({k: ("" if v is None else round(v, 4) if isinstance(v, float) else v) for k, v in r.items()})
-  _write_text(path, buf.getvalue())
+  atomic.write_text(path, buf.getvalue())
 
 
 def make_report(paths: list[str], out: str | None = None, runs: str | None = None,
@@ -817,7 +811,7 @@ def make_report(paths: list[str], out: str | None = None, runs: str | None = Non
   for name, rows in (("results.csv", res_csv), ("ablations.csv", abl_csv), ("runs.csv", runs_csv_rows(all_runs))):
     _write_csv(out_dir / name, rows)
     files.append(out_dir / name)
-  _write_text(out_dir / "report.md", markdown)
+  atomic.write_text(out_dir / "report.md", markdown)
   files.append(out_dir / "report.md")
   return dict(markdown=markdown, out=out_dir, files=files, groups=groups, results=res_csv,
               ablations=abl_csv, speedup=sp, baseline=baseline)

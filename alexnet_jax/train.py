@@ -23,6 +23,7 @@ from absl import logging
 from alexnet_jax import checkpoint as ckpt_lib
 from alexnet_jax import config as config_lib
 from alexnet_jax import data
+from alexnet_jax import files
 from alexnet_jax import mesh as mesh_lib
 from alexnet_jax import metrics as metrics_lib
 from alexnet_jax import optim
@@ -42,13 +43,6 @@ class Interrupted(Exception):
     self.step = step
 
 
-def _write_json_atomic(path: str, obj) -> None:
-  tmp = f"{path}.tmp.{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
-
-
 def _record_config(config, workdir) -> None:
   path = os.path.join(workdir, "config.json")
   new = json.loads(config.to_json_best_effort())
@@ -58,7 +52,7 @@ def _record_config(config, workdir) -> None:
     changed = sorted(_diff(old, new))
     if changed:
       logging.warning("Resuming %s with a changed config: %s", workdir, ", ".join(changed))
-  _write_json_atomic(path, new)
+  files.write_json(path, new)
 
 
 def _diff(a, b, prefix=""):
@@ -238,7 +232,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                      "" if crops == "center" else "s", 100 * result["top1_err"],
                      100 * result["top5_err"])
     if is_chief:
-      _write_json_atomic(os.path.join(workdir, "final.json"), final)
+      files.write_json(os.path.join(workdir, "final.json"), final)
     return final
   finally:
     progress.close()

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from alexnet_jax import files
 from alexnet_jax.data import ops, sources
 
 # Whole-image sizes (examples x pixels x channels) up to which stats are computed unasked.
@@ -52,11 +52,8 @@ class Stats:
 
   def save(self, path: str) -> None:
     """Atomic: concurrent processes may all compute and write; readers never see half a file."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".npz")
-    with os.fdopen(fd, "wb") as f:
+    with files.atomic_write(path, binary=True) as f:
       np.savez(f, **{k: v for k, v in dataclasses.asdict(self).items()})
-    os.replace(tmp, path)
 
   @classmethod
   def load(cls, path: str) -> "Stats":
