@@ -11,27 +11,16 @@ from PIL import Image
 from alexnet_jax import launch, report
 from test_train import make_folder_dataset
 
+# The same tiny net as test_train's; the launcher loads configs by path, and --in_process
+# keeps this test's sys.path, so the config file can import the shared helper.
 CONFIG = """
 from alexnet_jax import config as C
+from test_train import tiny_config
 
 def get_config(arg=None):
-  c = C.base_config()
-  C.small_model(c, num_classes=4, crop=28)
-  c.model.conv_features = (8, 16, 16, 16, 16)
-  c.model.fc_features = (32, 32)
-  c.data.dataset = "folder:{images}"
-  c.data.data_dir = "{data_dir}"
-  c.data.val_split = None
-  c.data.val_fraction = 0.25
-  c.data.test_split = "test"
-  c.data.image_size = 32
-  c.data.crop_size = 28
-  c.data.cache = True
+  c = tiny_config("{images}", "{data_dir}")
   c.data.eval_crops = "ten"
-  c.batch_size = 12
-  c.eval_batch_size = 10
   c.num_epochs = 2
-  c.log_every_steps = 2
   C.apply_variant(c, arg)
   return c
 """
