@@ -129,7 +129,14 @@ def _set(path, value):
 
 def _remove_conv(i):
   def edit(c):
-    c.model.conv_layers = tuple(x for x in c.model.conv_layers if x != i)
+    m = c.model
+    m.conv_layers = tuple(x for x in m.conv_layers if x != i)
+    # The paper's towers exchange maps once in the conv stack (conv3 sees both). Removing
+    # that layer would also cut the exchange, confounding "one layer less" with "towers
+    # that first meet at fc6", so the next remaining conv takes over the cross connection.
+    if i in m.cross_tower:
+      later = [x for x in m.conv_layers if x > i and x not in m.cross_tower]
+      m.cross_tower = tuple(sorted({x for x in m.cross_tower if x != i} | set(later[:1])))
   return edit
 
 
@@ -154,7 +161,7 @@ VARIANT_HELP = {
     "dropout=R": "dropout rate (0 turns it off)",
     "aug=0|1": "random crops and flips on/off",
     "act=relu|tanh": "activation function",
-    "drop_conv=N": "remove conv layer N (1-5)",
+    "drop_conv=N": "remove conv layer N (1-5); conv3's cross-tower link moves to conv4",
     "crops=center|ten": "test-time views",
     "init=paper|he": "weight initialisation",
     "seed=N": "random seed",

@@ -45,10 +45,10 @@ def test_paper_net_by_hand():
 def test_ablations_change_the_count():
   c = C.base_config()
   C.apply_variant(c, "drop_conv=3")
-  # Without conv3 the towers never mix before fc6 and conv4 reads conv2's tower maps.
+  # Without conv3, conv4 takes over the cross-tower connection and reads both towers' maps.
   got = {l.name: l.macs for l in F.layer_counts(c.model)}
   assert "conv3" not in got
-  assert got["conv4"] == 13 * 13 * 9 * 128 * 384
+  assert got["conv4"] == 13 * 13 * 9 * 256 * 384
   c = C.base_config()
   C.apply_variant(c, "towers=1")
   got = {l.name: l.macs for l in F.layer_counts(c.model)}

@@ -262,6 +262,9 @@ REFERENCE_CASES = {
     "switches_one_tower": lambda: _one_tower_small(
         **STRONG_LRN, activation="tanh", pool_window=2, pool_stride=2,
         conv_layers=(1, 2, 4, 5), lrn_beta=0.5),
+    # drop_conv=3 on two towers: conv4 inherits the cross-tower connection (groups=1 there
+    # in the reference), so a model that kept conv4 per-tower would not match.
+    "two_towers_no_conv3": lambda: _small_spec(**STRONG_LRN, conv_layers=(1, 2, 4, 5), cross_tower=(4,)),
 }
 
 
@@ -487,16 +490,21 @@ def test_tanh_one_layer_by_hand():
 
 
 def test_drop_conv3():
-  spec = dataclasses.replace(PAPER, conv_layers=(1, 2, 4, 5))
+  c = config_lib.base_config()
+  config_lib.apply_variant(c, "drop_conv=3")
+  spec = ModelSpec.from_config(c.model)
   params, seen, _ = abstract_layers(AlexNet(spec))
   assert "conv3" not in params and "conv3" not in seen
-  # conv4 now reads conv2's pooled maps: 128 channels per tower, 256 over both.
-  assert params["conv4"]["kernel"] == (2, 3, 3, 128, 192)
-  assert seen["conv4"][0] == [(1, 13, 13, 128)] * 2
+  # conv4 takes over conv3's cross-tower connection: it reads both towers' conv2 maps,
+  # 2 x 128 channels, so the towers still meet once before fc6.
+  assert params["conv4"]["kernel"] == (2, 3, 3, 256, 192)
+  assert seen["conv4"][0] == [(1, 13, 13, 256)] * 2
   assert params["fc6"]["kernel"] == (2, 9216, 2048)
   count = sum(math.prod(s) for layer in params.values() for s in layer.values())
-  assert count == (
-      60_965_224 - (2 * 3 * 3 * 256 * 192 + 2 * 192) - 2 * 3 * 3 * 64 * 192)
+  # conv3 goes (kernel 3x3x256x192 and bias, per tower); conv4's kernel grows from
+  # 192 to 256 input channels, exactly conv3's kernel size, so only conv3's bias and
+  # conv4's old kernel leave the count.
+  assert count == 60_965_224 - 2 * 192 - 2 * 3 * 3 * 192 * 192
 
 
 def test_input_size_mismatch_names_the_field():
