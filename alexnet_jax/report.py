@@ -274,6 +274,25 @@ class Stat:
   def max(self):
     return max(self.values) if self.values else None
 
+  def t_test(self) -> tuple[float, float] | None:
+    """(t, two-sided p) of a one-sample t-test that the mean is 0; None below 2 values.
+
+    For paired per-seed deltas this asks whether a switch's effect stands out from the
+    seed-to-seed noise of the same comparison.
+    """
+    if self.n < 2:
+      return None
+    se = self.std / np.sqrt(self.n)
+    if se == 0:
+      return (float("inf") if self.mean else 0.0), (0.0 if self.mean else 1.0)
+    from scipy import stats as sps  # Deferred: only reports with seeds need it.
+    t = self.mean / se
+    return float(t), float(2 * sps.t.sf(abs(t), df=self.n - 1))
+
+  def fmt_p(self):
+    tt = self.t_test()
+    return "-" if tt is None else f"{tt[1]:.2f} (n={self.n})"
+
   def fmt(self, signed=False, digits=2):
     if not self.values:
       return "-"
@@ -520,7 +539,7 @@ def ablation_table(groups, baseline):
   header = ["Switch (vs " + baseline + ")", "Run", "Dataset", "Config change", "Δtop-1 (center)", "Δtop-5 (center)"]
   if has_ten:
     header += ["Δtop-1 (10 crops)", "Δtop-5 (10 crops)"]
-  header += ["Paper Δtop-1 / Δtop-5", "Paper §"]
+  header += ["p (Δtop-1 center)", "Paper Δtop-1 / Δtop-5", "Paper §"]
   md_rows, csv_rows, other_dataset = [], [], False
 
   def add(switch, run, ds, change, deltas, claim_text, section, claim):
@@ -530,12 +549,15 @@ def ablation_table(groups, baseline):
     row = [switch, run, ds_cell, change, deltas["center", "top1_err"].fmt(True), deltas["center", "top5_err"].fmt(True)]
     if has_ten:
       row += [deltas["ten", "top1_err"].fmt(True), deltas["ten", "top5_err"].fmt(True)]
-    row += [claim_text + (" †" if differs and claim and claim.d_top1 is not None else ""), section]
+    row += [deltas["center", "top1_err"].fmt_p(),
+            claim_text + (" †" if differs and claim and claim.d_top1 is not None else ""), section]
     md_rows.append(row)
     c = dict(switch=switch, run=run, dataset=ds, paper_dataset=ds == PAPER_DATASET, config_change=change)
     for (crops, m), s in deltas.items():
       key = f"d_{m.replace('_err', '')}_{crops}"
       c.update({f"{key}_mean": s.mean, f"{key}_std": s.std, f"{key}_n": s.n})
+      tt = s.t_test()
+      c.update({f"{key}_t": tt and tt[0], f"{key}_p": tt and tt[1]})
     c.update(paper_d_top1=claim.d_top1 if claim else None, paper_d_top5=claim.d_top5 if claim else None,
              paper_text=claim_text, paper_section=section)
     csv_rows.append(c)
@@ -556,7 +578,10 @@ def ablation_table(groups, baseline):
         deltas, "no number (4.1: 10-crop averaging at test time)", "4.1", None)
   notes = ["Δ = run − baseline in percentage points of test error (positive: the switch costs accuracy). "
            "With seeds, Δ is taken per seed (same seed index) then mean ± sample std. The paper's Δ is "
-           "what removing each feature cost it, as stated in the cited section."]
+           "what removing each feature cost it, as stated in the cited section.",
+           "p: two-sided paired t-test over seeds that the center-crop Δtop-1 is 0, i.e. whether the "
+           "switch stands out from seed noise. With 2-3 seeds only a large and consistent Δ gets "
+           "p < 0.05; '-' means a single seed, where noise cannot be told apart from the effect."]
   if other_dataset:
     notes.append("† Measured on a different dataset than the paper's ILSVRC-2012 numbers.")
   return md_table(header, md_rows), csv_rows, notes

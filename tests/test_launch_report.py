@@ -103,11 +103,16 @@ def test_report_tables_deltas_and_seeds(ablation_sweep):
   assert lrn["d_top1_center_mean"] == pytest.approx(2.5)
   assert lrn["d_top1_center_std"] == pytest.approx(math.sqrt(0.5))
   assert lrn["d_top1_center_n"] == 2
+  # Paired t over seeds: t = 2.5 / (sqrt(0.5) / sqrt(2)) = 5 with 1 degree of freedom, where
+  # Student's t is the Cauchy distribution: p = 1 - (2 / pi) * atan(t).
+  assert lrn["d_top1_center_t"] == pytest.approx(5.0)
+  assert lrn["d_top1_center_p"] == pytest.approx(1 - 2 / math.pi * math.atan(5.0))
   assert lrn["d_top5_center_mean"] == pytest.approx(0.75)
   assert lrn["config_change"] == "model.lrn: true → false"
   pool = _row(rep["ablations"], run="pool_2x2")
   assert pool["switch"] == "non-overlapping pooling" and pool["paper_d_top1"] == 0.4
   assert pool["d_top1_center_n"] == 1 and pool["d_top1_center_mean"] == pytest.approx(1.0)
+  assert pool["d_top1_center_p"] is None  # One seed: no noise estimate, no p.
   assert _row(rep["ablations"], run="one_tower")["paper_d_top1"] == 1.7
   crops = _row(rep["ablations"], switch="center crop instead of 10 crops")
   assert crops["d_top1_center_mean"] == pytest.approx(1.0)
@@ -115,7 +120,7 @@ def test_report_tables_deltas_and_seeds(ablation_sweep):
   md = (out / "report.md").read_text()
   assert md == rep["markdown"]
   assert "| full | fashion_mnist_offline † | 2 | done | 11.00 ± 1.41 |" in md
-  assert "+2.50 ± 0.71" in md and "+1.4 / +1.2" in md
+  assert "+2.50 ± 0.71" in md and "+1.4 / +1.2" in md and "0.13 (n=2)" in md
   assert "different dataset" in md
   assert "40.7 / 18.2" in md and "37.5 / 17.0" in md  # The paper's Table 2 and Table 1 rows.
   for name in ("results.csv", "ablations.csv", "runs.csv", "speedup.csv"):
