@@ -676,11 +676,12 @@ def _title_suffix(groups):
   return ""
 
 
-def plot_curves(groups, baseline, out: pathlib.Path, xaxis: str) -> pathlib.Path:
+def plot_curves(groups, baseline, out: pathlib.Path, xaxis: str, yscale: str = "log") -> pathlib.Path:
   import matplotlib
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  from matplotlib import ticker
 
   wall = xaxis == "wall_time"
   longest = max((r.wall_time or 0) for g in groups.values() for r in g)
@@ -704,8 +705,18 @@ def plot_curves(groups, baseline, out: pathlib.Path, xaxis: str) -> pathlib.Path
       if len(runs) > 1:
         ax.fill_between(xs, 100 * lo, 100 * hi, color=colors[g], alpha=0.15, lw=0)
     ax.set_title(title, fontsize=12)
-    ax.set_ylabel("error (%)", fontsize=11)
-    ax.grid(alpha=0.3)
+    ax.set_ylabel("error (%)" + (", log scale" if yscale == "log" else ""), fontsize=11)
+    if yscale == "log" and ax.has_data():
+      # Errors span 90% (a tanh net at chance) to under 1% (top-5): on a linear axis the
+      # slow run flattens every other curve into one line.
+      ax.set_yscale("log")
+      lo, hi = ax.get_ylim()
+      # Labelled ticks at 1-2-5 per decade, denser when the panel spans little more than one.
+      subs = (1, 1.5, 2, 3, 5, 7) if np.log10(hi / lo) <= 1.5 else (1, 2, 5)
+      ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=subs))
+      ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+      ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.grid(alpha=0.3, which="both")
   for ax in axes[1]:
     ax.set_xlabel(f"wall time ({unit})" if wall else "epoch", fontsize=11)
   handles, labels = axes[0, 0].get_legend_handles_labels()
@@ -786,7 +797,8 @@ def _write_csv(path: pathlib.Path, rows: list[dict]):
 
 
 def make_report(paths: list[str], out: str | None = None, runs: str | None = None,
-                baseline: str | None = None, threshold: float = 0.25, plots: bool = True) -> dict:
+                baseline: str | None = None, threshold: float = 0.25, plots: bool = True,
+                yscale: str = "log") -> dict:
   """Writes the report; returns {"markdown", "out", "files", ...} for callers and tests."""
   all_runs = select(discover(paths), runs)
   if not all_runs:
@@ -823,7 +835,7 @@ def make_report(paths: list[str], out: str | None = None, runs: str | None = Non
   if plots:
     md += ["## Curves", ""]
     for axis in ("epoch", "wall_time"):
-      p = plot_curves(groups, baseline, out_dir, axis)
+      p = plot_curves(groups, baseline, out_dir, axis, yscale)
       files.append(p)
       md.append(f"![error vs {axis}]({p.name})")
     if sp:
@@ -852,11 +864,12 @@ def main(argv=None) -> int:
   p.add_argument("--threshold", type=float, default=0.25,
                  help="training error for the ReLU/tanh speed-up, as a fraction (paper: 0.25)")
   p.add_argument("--no-plots", "--no_plots", dest="plots", action="store_false", help="tables only")
+  p.add_argument("--yscale", choices=("log", "linear"), default="log", help="error axes of the curves")
   a = p.parse_args(argv)
   if not 0 < a.threshold < 1:
     p.error(f"--threshold={a.threshold}: give a fraction in (0, 1), e.g. 0.25 for 25%.")
   try:
-    rep = make_report(a.paths, a.out, a.runs, a.baseline, a.threshold, a.plots)
+    rep = make_report(a.paths, a.out, a.runs, a.baseline, a.threshold, a.plots, a.yscale)
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -152,6 +152,12 @@ def test_report_cli_several_workdirs_and_filters(ablation_sweep, tmp_path, capsy
   assert "| full | fashion_mnist_offline †" in printed and "| no LRN | no_lrn |" in printed
   assert not (out / "curves_epoch.png").exists()
   assert report.main([str(ablation_sweep), "--runs=nothing*"]) == 2
+  # Linear error axes on request (log is the default, see test_report_tables_deltas_and_seeds).
+  lin = tmp_path / "linear"
+  assert report.main([str(ablation_sweep), f"--out={lin}", "--yscale=linear"]) == 0
+  _check_png(lin / "curves_epoch.png")
+  with pytest.raises(SystemExit):
+    report.main([str(ablation_sweep), "--yscale=logit"])
 
 
 def test_relu_vs_tanh_speedup(tmp_path):
