@@ -46,7 +46,7 @@ def test_same_logits_and_gradients(kw):
   twin = ta.TorchAlexNet(spec)
   ta.load_jax_params(twin, jgrads)
   for (name, p), (_, q) in zip(tm.named_parameters(), twin.named_parameters()):
-    scale = float(q.abs().max()) or 1.0
+    scale = float(q.detach().abs().max()) or 1.0
     np.testing.assert_allclose(p.grad.numpy() / scale, q.detach().numpy() / scale,
                                atol=1e-4, err_msg=name)
 
