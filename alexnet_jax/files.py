@@ -24,6 +24,9 @@ def atomic_write(path: str | os.PathLike, binary: bool = False) -> Iterator[IO]:
   # A dot-name, so globs such as `*.png` or `*/final.json` never pick up a file in flight.
   fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
   try:
+    # mkstemp makes the file private (0600); results are meant to be shared, so give it the
+    # mode a plain open() would have.
+    os.chmod(tmp, 0o666 & ~_umask())
     with os.fdopen(fd, "wb" if binary else "w") as f:
       yield f
     os.replace(tmp, path)
@@ -31,6 +34,12 @@ def atomic_write(path: str | os.PathLike, binary: bool = False) -> Iterator[IO]:
     with contextlib.suppress(FileNotFoundError):
       os.remove(tmp)
     raise
+
+
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -18,6 +18,13 @@ def test_writes_whole_file_and_leaves_no_temporaries(tmp_path):
     f.write(b"\x00\x01")
   assert (tmp_path / "x.bin").read_bytes() == b"\x00\x01"
   assert sorted(os.listdir(tmp_path / "sub")) == ["final.json"]
+  # The mode of a plain open(), not mkstemp's private 0600.
+  mask = os.umask(0o022)
+  try:
+    files.write_text(tmp_path / "shared.md", "x")
+  finally:
+    os.umask(mask)
+  assert (tmp_path / "shared.md").stat().st_mode & 0o777 == 0o644
 
 
 def test_failure_mid_write_keeps_the_old_file(tmp_path):
