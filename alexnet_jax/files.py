@@ -37,6 +37,15 @@ def atomic_write(path: str | os.PathLike, binary: bool = False) -> Iterator[IO]:
 
 
 def _umask() -> int:
+  # os.umask can only be read by setting it, which would briefly change the mode of files
+  # other threads (orbax's async writers) create; Linux reports it without touching it.
+  try:
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith("Umask:"):
+          return int(line.split()[1], 8)
+  except OSError:
+    pass
   mask = os.umask(0)
   os.umask(mask)
   return mask
