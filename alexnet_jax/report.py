@@ -413,6 +413,10 @@ def relu_tanh_pairs(groups: dict[str, list[RunData]], baseline: str | None) -> l
   for t in (g for g in groups if act(g) == "tanh"):
     for r in relus:
       diff = config_diff(groups[r][0].config, groups[t][0].config)
+      if diff is not None and (groups[r][0].config.get("optim") or {}).get("schedule") != "cosine":
+        # Without a cosine schedule a longer run is the shorter one plus more epochs (same
+        # data order and learning rates up to there), so run length alone does not unpair them.
+        diff = {k: v for k, v in diff.items() if k != "num_epochs"}
       only_activation = set(diff) == {"model.activation"} if diff is not None else (r, t) in (
           ("relu", "tanh"), ("full", "tanh"))
       if only_activation:

@@ -194,6 +194,21 @@ def test_speedup_lower_bound_when_tanh_never_gets_there(tmp_path):
   assert sp["lower_bound"] and sp["ratio"] == pytest.approx(5 / 2)
 
 
+def test_speedup_pairs_runs_of_different_lengths(tmp_path):
+  # A short ReLU run and a longer tanh run (constant LR): the shorter is a prefix of a longer
+  # one, so they still pair. A cosine schedule depends on the length, and then they do not.
+  fake_run(tmp_path / "a", "relu", "act=relu,epochs=3", tau=1.0, epochs=3)
+  fake_run(tmp_path / "a", "tanh", "act=tanh,epochs=8", tau=3.0, epochs=8)
+  (sp,) = report.make_report([str(tmp_path / "a")], plots=False)["speedup"]
+  assert (sp["relu"], sp["tanh"]) == ("relu", "tanh") and not sp["lower_bound"]
+  for name, variant in (("relu", "act=relu,epochs=3"), ("tanh", "act=tanh,epochs=8")):
+    wd = fake_run(tmp_path / "b", name, variant, epochs=3)
+    cfg = json.loads((wd / "config.json").read_text())
+    cfg["optim"]["schedule"] = "cosine"
+    (wd / "config.json").write_text(json.dumps(cfg))
+  assert report.make_report([str(tmp_path / "b")], plots=False)["speedup"] == []
+
+
 # ---------------------------------------------------------------------------------------------
 # Sweeps.
 
