@@ -528,7 +528,8 @@ def results_table(groups, baseline):
     md_rows.append(row)
   notes = ["Errors in %, on the test split (`final.json`, or the test rows of `metrics.jsonl`); "
            "with several seeds, mean ± sample std (min/max in results.csv). "
-           "Val top-1 is the latest center-crop validation error, also for unfinished runs."]
+           "Val top-1 is the latest validation error, on the views the run validates with "
+           "(`data.eval_crops`: center or 10 crops), also for unfinished runs."]
   if other_dataset:
     notes.append("† Run on a different dataset than the paper's (ILSVRC-2012, `imagenet2012`): "
                  "compare the direction and rough size of differences, not the absolute errors.")
@@ -846,6 +847,9 @@ def make_report(paths: list[str], out: str | None = None, runs: str | None = Non
       p = plot_figure1(groups, pairs, sp, out_dir)
       files.append(p)
       md.append(f"![Figure 1]({p.name})")
+    md += ["", "Wall time is the time spent in training steps (`wall_time` in metrics.jsonl); "
+           "evaluation, checkpoints and start-up are left out. Runs that shared a machine with "
+           "other work are slower in it, so compare wall times only between runs that ran alike."]
     md.append("")
   md.append(f"TensorBoard: `tensorboard --logdir {paths[0]}` shows every run's `tb/` side by side.")
   markdown = "\n".join(md) + "\n"
