@@ -711,7 +711,8 @@ def plot_curves(groups, baseline, out: pathlib.Path, xaxis: str, yscale: str = "
         ax.fill_between(xs, 100 * lo, 100 * hi, color=colors[g], alpha=0.15, lw=0)
     ax.set_title(title, fontsize=12)
     ax.set_ylabel("error (%)" + (", log scale" if yscale == "log" else ""), fontsize=11)
-    if yscale == "log" and ax.has_data():
+    # A zero error (a tiny net's top-5) has no place on a log axis: that panel stays linear.
+    if yscale == "log" and ax.has_data() and ax.dataLim.y0 > 0:
       # Errors span 90% (a tanh net at chance) to under 1% (top-5): on a linear axis the
       # slow run flattens every other curve into one line.
       ax.set_yscale("log")
