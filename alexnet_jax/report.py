@@ -544,7 +544,8 @@ def ablation_table(groups, baseline):
   header = ["Switch (vs " + baseline + ")", "Run", "Dataset", "Config change", "Δtop-1 (center)", "Δtop-5 (center)"]
   if has_ten:
     header += ["Δtop-1 (10 crops)", "Δtop-5 (10 crops)"]
-  header += ["p (Δtop-1 center)", "Paper Δtop-1 / Δtop-5", "Paper §"]
+  header += ["p (Δtop-1 center)"] + (["p (Δtop-1 10 crops)"] if has_ten else [])
+  header += ["Paper Δtop-1 / Δtop-5", "Paper §"]
   md_rows, csv_rows, other_dataset = [], [], False
 
   def add(switch, run, ds, change, deltas, claim_text, section, claim):
@@ -554,8 +555,8 @@ def ablation_table(groups, baseline):
     row = [switch, run, ds_cell, change, deltas["center", "top1_err"].fmt(True), deltas["center", "top5_err"].fmt(True)]
     if has_ten:
       row += [deltas["ten", "top1_err"].fmt(True), deltas["ten", "top5_err"].fmt(True)]
-    row += [deltas["center", "top1_err"].fmt_p(),
-            claim_text + (" †" if differs and claim and claim.d_top1 is not None else ""), section]
+    row += [deltas["center", "top1_err"].fmt_p()] + ([deltas["ten", "top1_err"].fmt_p()] if has_ten else [])
+    row += [claim_text + (" †" if differs and claim and claim.d_top1 is not None else ""), section]
     md_rows.append(row)
     c = dict(switch=switch, run=run, dataset=ds, paper_dataset=ds == PAPER_DATASET, config_change=change)
     for (crops, m), s in deltas.items():
@@ -584,7 +585,7 @@ def ablation_table(groups, baseline):
   notes = ["Δ = run − baseline in percentage points of test error (positive: the switch costs accuracy). "
            "With seeds, Δ is taken per seed (same seed index) then mean ± sample std. The paper's Δ is "
            "what removing each feature cost it, as stated in the cited section.",
-           "p: two-sided paired t-test over seeds that the center-crop Δtop-1 is 0, i.e. whether the "
+           "p: two-sided paired t-test over seeds that Δtop-1 (center crop, or 10 crops) is 0, i.e. whether the "
            "switch stands out from seed noise. With 2-3 seeds only a large and consistent Δ gets "
            "p < 0.05; '-' means a single seed, where noise cannot be told apart from the effect."]
   if other_dataset:
