@@ -302,8 +302,6 @@ def validate(c: ml_collections.ConfigDict) -> None:
           "ignores them; set data.normalize='channel' or unset them.")
   if c.batch_size < 1 or c.eval_batch_size < 1:
     raise ConfigError("config.batch_size and config.eval_batch_size must be >= 1.")
-  if c.optim.lr <= 0:
-    raise ConfigError(f"config.optim.lr={c.optim.lr} must be > 0.")
   if c.mesh.model not in (1, 2):
     raise ConfigError(f"config.mesh.model={c.mesh.model}: use 1 (towers together) or 2 (one tower per device).")
   if c.mesh.model == 2 and m.towers != 2:

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from alexnet_jax import files as atomic
+from alexnet_jax import files
 from alexnet_jax.sweep import split_name
 
 PAPER_DATASET = "imagenet2012"
@@ -788,7 +788,7 @@ def plot_figure1(groups, pairs, results, out: pathlib.Path) -> pathlib.Path:
 
 def _save(fig, path: pathlib.Path):
   # A reader (or a browser refreshing report.md) never sees half a file while a sweep is running.
-  with atomic.atomic_write(path, binary=True) as f:
+  with files.atomic_write(path, binary=True) as f:
     fig.savefig(f, dpi=110, format="png")
 
 
@@ -800,7 +800,7 @@ def _write_csv(path: pathlib.Path, rows: list[dict]):
     w.writeheader()
     for r in rows:
       w.writerow({k: ("" if v is None else round(v, 4) if isinstance(v, float) else v) for k, v in r.items()})
-  atomic.write_text(path, buf.getvalue())
+  files.write_text(path, buf.getvalue())
 
 
 def make_report(paths: list[str], out: str | None = None, runs: str | None = None,
@@ -822,7 +822,7 @@ def make_report(paths: list[str], out: str | None = None, runs: str | None = Non
   abl_md, abl_csv, abl_notes = ablation_table(groups, baseline)
   pairs = relu_tanh_pairs(groups, baseline)
   sp = speedup(groups, pairs, threshold)
-  files = []
+  written = []
   finished = sum(r.finished for r in all_runs)
   md = [f"# Report: {', '.join(paths)}", "",
         f"{len(all_runs)} runs in {len(groups)} groups, {finished} finished. Generated "
@@ -838,16 +838,16 @@ def make_report(paths: list[str], out: str | None = None, runs: str | None = Non
     sp_md, sp_csv, sp_notes = speedup_table(sp)
     md += ["## ReLU vs tanh (the paper's Figure 1)", "", sp_md, ""] + [f"- {n}" for n in sp_notes] + [""]
     _write_csv(out_dir / "speedup.csv", sp_csv)
-    files.append(out_dir / "speedup.csv")
+    written.append(out_dir / "speedup.csv")
   if plots:
     md += ["## Curves", ""]
     for axis in ("epoch", "wall_time"):
       p = plot_curves(groups, baseline, out_dir, axis, yscale)
-      files.append(p)
+      written.append(p)
       md.append(f"![error vs {axis}]({p.name})")
     if sp:
       p = plot_figure1(groups, pairs, sp, out_dir)
-      files.append(p)
+      written.append(p)
       md.append(f"![Figure 1]({p.name})")
     md += ["", "Wall time is the time spent in training steps (`wall_time` in metrics.jsonl); "
            "evaluation, checkpoints and start-up are left out. Runs that shared a machine with "
@@ -857,10 +857,10 @@ def make_report(paths: list[str], out: str | None = None, runs: str | None = Non
   markdown = "\n".join(md) + "\n"
   for name, rows in (("results.csv", res_csv), ("ablations.csv", abl_csv), ("runs.csv", runs_csv_rows(all_runs))):
     _write_csv(out_dir / name, rows)
-    files.append(out_dir / name)
-  atomic.write_text(out_dir / "report.md", markdown)
-  files.append(out_dir / "report.md")
-  return dict(markdown=markdown, out=out_dir, files=files, groups=groups, results=res_csv,
+    written.append(out_dir / name)
+  files.write_text(out_dir / "report.md", markdown)
+  written.append(out_dir / "report.md")
+  return dict(markdown=markdown, out=out_dir, files=written, groups=groups, results=res_csv,
               ablations=abl_csv, speedup=sp, baseline=baseline)
 
 

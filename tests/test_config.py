@@ -215,6 +215,8 @@ BAD_CONFIGS = {
     "kernels_length": (_set(model__conv_kernels=(5, 5, 3, 3)), r"config\.model\.conv_kernels"),
     "crop_vs_image": (_set(model__input_size=40, data__crop_size=40), r"config\.data\.crop_size=40"),
     "lr": (_set(optim__lr=0.0), r"config\.optim\.lr"),
+    "lr_step_past_end": (_set(optim__schedule="steps", optim__step_epochs=(100,)),
+                         r"config\.optim\.step_epochs=\(100,\).*num_epochs"),
     "batch": (_set(batch_size=0), r"config\.batch_size"),
 }
 

@@ -248,7 +248,7 @@ def test_drops_gives_every_run_the_same_fixed_lr_drop():
   assert policy.lr(3 * 100, 100) == pytest.approx(0.001)
   # The same overrides travel to worker processes as config_flags.
   assert "--config.optim.step_epochs=(3.0,)" in sweep.override_flags(runs[0].overrides)
-  with pytest.raises(SweepError, match="drops='3,4'|drops=.*joined by"):
+  with pytest.raises(SweepError, match="drops='x'.*joined by"):
     sweep.load_sweep(str(REPO / "experiments/fmnist_paper_ablations.py:drops=x"))
   # A drop at or after the last epoch is caught before any run starts.
   with pytest.raises(SweepError, match="step_epochs"):
