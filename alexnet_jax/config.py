@@ -69,9 +69,14 @@ def base_config() -> ml_collections.ConfigDict:
   d.channel_std = ml_collections.FieldReference(None, field_type=tuple)
   d.stats_file = ml_collections.FieldReference(None, field_type=str)
   d.eval_crops = "center"  # "center" or "ten" (4 corners + center, and their flips).
-  d.shuffle_buffer = 10_000
-  d.cache = False
-  d.prefetch = 2
+  d.cache = False  # Decode and resize the process's shard once into memory (small datasets).
+  # grain reads with `threads` threads in this process, each batch made whole by one of them,
+  # and `prefetch` batches ahead; workers > 0 moves decoding and augmentation into that many
+  # processes (ImageNet-sized JPEG decoding needs several cores per accelerator). Batches do
+  # not depend on either number.
+  d.threads = 4
+  d.workers = 0
+  d.prefetch = 4
 
   o = c.optim = ml_collections.ConfigDict()
   o.lr = 0.01
@@ -300,6 +305,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
       raise ConfigError(
           f"config.data.channel_mean/channel_std are set but data.normalize={d.normalize!r} "
           "ignores them; set data.normalize='channel' or unset them.")
+  if d.threads < 1 or d.workers < 0 or d.prefetch < 1:
+    raise ConfigError(
+        f"config.data.threads={d.threads}, data.workers={d.workers}, data.prefetch={d.prefetch}: "
+        "threads and prefetch must be >= 1, workers >= 0 (0 reads in the training process).")
   if c.batch_size < 1 or c.eval_batch_size < 1:
     raise ConfigError("config.batch_size and config.eval_batch_size must be >= 1.")
   if c.mesh.model not in (1, 2):

@@ -122,8 +122,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                                        keep=config.keep_checkpoints)
   host = {"wall_time": 0.0, "epoch_sums": None, "policy": policy.state_dict()}
-  # The target carries this run's shardings, so a checkpoint from any mesh shape restores.
-  restored = checkpointer.restore(state)
+  shard_index, shard_count = mesh_lib.data_shard(mesh)
+  batches = data.train_iterator(config, process_index=shard_index, process_count=shard_count)
+  # The target carries this run's shardings, so a checkpoint from any mesh shape restores;
+  # the data iterator comes back at the batch after the checkpointed step.
+  restored = checkpointer.restore(state, data_iterator=batches)
   if restored is not None:
     state, host = restored
     policy.load_state_dict(host["policy"])
@@ -152,16 +155,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     sums = None if epoch_sums is None else {
         k: float(v) for k, v in jax.device_get(epoch_sums).items()}
     checkpointer.save(step, state, {"wall_time": wall_time, "policy": policy.state_dict(),
-                                    "epoch_sums": sums}, force=force)
+                                    "epoch_sums": sums}, force=force, data_iterator=batches)
 
   wall_time = float(host["wall_time"])
   epoch_sums = host["epoch_sums"]
   window = None
   loss_since_save = 0.0  # A device scalar between saves: checking it costs no per-step sync.
   progress = metrics_lib.Progress(total_steps, start_step, config.batch_size)
-  shard_index, shard_count = mesh_lib.data_shard(mesh)
-  batches = data.train_batches(config, start_step=start_step, process_index=shard_index,
-                               process_count=shard_count)
   last_val = None
   t_window = time.time()
   step = start_step

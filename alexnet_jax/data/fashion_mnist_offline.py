@@ -1,9 +1,8 @@
-"""Fashion-MNIST as a TFDS dataset built from the Debian package `dataset-fashion-mnist`.
+"""Fashion-MNIST read straight from the Debian package `dataset-fashion-mnist` (no build step).
 
-TFDS's own `fashion_mnist` downloads the gzipped IDX files and checks their checksums; the
-Debian package ships the same images re-gzipped, so the checksums differ. This builder reads
-the files from a local directory instead and yields features identical to `fashion_mnist`
-(image 28x28x1 uint8, label ClassLabel(10)), so everything downstream treats both alike.
+The package ships the four gzipped IDX files of the original release; they are small (30 MB
+unpacked), so a split is read whole into memory. The examples are those of TFDS's
+`fashion_mnist` (image 28x28x1 uint8, ten labels), in the files' own order.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ import gzip
 import os
 
 import numpy as np
-import tensorflow_datasets as tfds
 
 DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
 FILES = {
@@ -33,11 +31,17 @@ def missing_files(directory: str) -> list[str]:
 
 def read_idx(path: str) -> np.ndarray:
   """Reads a gzipped IDX file (the MNIST format: magic, dims, big-endian sizes, raw bytes)."""
-  with gzip.open(path, "rb") as f:
-    raw = f.read()
-  ndim = raw[3]
-  if raw[:2] != b"\0\0" or raw[2] != 0x08:
+  try:
+    with gzip.open(path, "rb") as f:
+      raw = f.read()
+  except (OSError, EOFError) as e:
+    raise ValueError(f"{path} is not a readable gzipped IDX file ({e}); reinstall it with "
+                     "`apt-get install --reinstall dataset-fashion-mnist`") from None
+  if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != 0x08:
     raise ValueError(f"{path} is not an unsigned-byte IDX file")
+  ndim = raw[3]
+  if len(raw) < 4 + 4 * ndim:
+    raise ValueError(f"{path} ends inside its IDX header")
   shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
   data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
   if data.size != int(np.prod(shape)):
@@ -45,43 +49,12 @@ def read_idx(path: str) -> np.ndarray:
   return data.reshape(shape)
 
 
-class FashionMnistOffline(tfds.core.GeneratorBasedBuilder):
-  """Fashion-MNIST from local IDX files; registered in TFDS as `fashion_mnist_offline`."""
-
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Same examples as fashion_mnist 3.0.1, read from local files."}
-  MANUAL_DOWNLOAD_INSTRUCTIONS = f"The four gzipped IDX files of Fashion-MNIST: {HOW_TO_GET}."
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls):
-    # No checksums to look up, as nothing is downloaded; TFDS's lookup of this path also
-    # needs importlib_resources, which not every install has.
-    return None
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description="Fashion-MNIST (Xiao et al., 2017) read from the Debian package files.",
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(28, 28, 1)),
-            "label": tfds.features.ClassLabel(names=LABELS),
-        }),
-        supervised_keys=("image", "label"),
-        homepage="https://github.com/zalandoresearch/fashion-mnist",
-    )
-
-  def _split_generators(self, dl_manager):
-    directory = os.fspath(dl_manager.manual_dir)
-    return {split: self._generate_examples(os.path.join(directory, images),
-                                           os.path.join(directory, labels))
-            for split, (images, labels) in FILES.items()}
-
-  def _generate_examples(self, images_path, labels_path):
-    images = read_idx(images_path)
-    labels = read_idx(labels_path)
-    if len(images) != len(labels):
-      raise ValueError(f"{images_path} has {len(images)} images but {labels_path} "
-                       f"{len(labels)} labels")
-    for i, (image, label) in enumerate(zip(images, labels)):
-      yield i, {"image": image[..., None], "label": int(label)}
+def read_split(directory: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+  """(uint8 (N, 28, 28, 1) images, int32 (N,) labels) of 'train' or 'test'."""
+  images_file, labels_file = FILES[split]
+  images = read_idx(os.path.join(directory, images_file))
+  labels = read_idx(os.path.join(directory, labels_file))
+  if len(images) != len(labels):
+    raise ValueError(f"{images_file} has {len(images)} images but {labels_file} "
+                     f"{len(labels)} labels in {directory}")
+  return images[..., None], labels.astype(np.int32)

@@ -1,26 +1,31 @@
-"""Train and eval batch iterators: what train.py consumes.
+"""Train and eval batches on grain: what train.py consumes.
 
-Order and augmentation are functions of (config.seed, epoch, process, position) only: epoch e
-is a fresh tf.data pipeline whose shuffles and random numbers are seeded from (seed, e), so
-resuming at step k builds epoch k // steps_per_epoch and skips to its batch k % steps_per_epoch,
-reading (not decoding) what it skips.
+The training stream of one process is a grain `MapDataset` of batches, so any batch is a pure
+function of (config.seed, process, its index):
+- epoch e is a permutation of the process's shard seeded by (seed, e, process), cut to
+  steps_per_epoch * local batch examples (every epoch has the same number of steps, as the
+  loop and the LR policy count them);
+- each example's crop, flip and colour noise come from a generator grain seeds with the
+  example's position in that stream;
+- examples are grouped into batches before grain's worker processes or threads touch them, so
+  the batches do not depend on how many workers made them.
+The iterator's state (the index of the next batch) is saved in the orbax checkpoint, and a
+resumed run jumps straight to that batch: nothing skipped is read again.
 
-Two ways to read: with config.data.cache the process's shard is decoded and resized once into
-a uint8 array kept in memory and each epoch is a full permutation of it; without, examples
-stream from disk through a seeded file shuffle and shuffle buffer.
+With config.data.cache the process's shard is decoded and resized once into a uint8 array in
+memory, which small datasets (Fashion-MNIST, test folders) read from ever after.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
 import os
 from typing import Iterator
 
+import grain
 import numpy as np
-import tensorflow as tf
-from absl import logging
+from absl import flags, logging
 
 from alexnet_jax import config as config_lib
 from alexnet_jax.data import ops, sources
@@ -37,7 +42,7 @@ class DatasetInfo:
 
 
 def dataset_info(config) -> DatasetInfo:
-  """Opens (preparing if it can) the dataset; raises DatasetError saying how to get it."""
+  """Opens the dataset; raises DatasetError saying how to get it."""
   source = sources.open_source(config)
   splits = sources.resolve_splits(config, source)
   return DatasetInfo(num_classes=source.num_classes, num_train=splits.train.size,
@@ -59,135 +64,136 @@ def _local_batch(config, field: str, process_count: int) -> int:
   return size // process_count
 
 
-def _seed(*words: int) -> tuple[int, int]:
-  """A stateless-op seed (two int64s) mixed from the words, e.g. (seed, epoch, process)."""
-  state = np.random.SeedSequence([int(w) for w in words]).generate_state(2, np.uint32)
-  return int(state[0]), int(state[1])
+def _seed(*words: int) -> int:
+  """A 32-bit seed mixed from the words, e.g. (seed, epoch, process); grain takes < 2**32."""
+  return int(np.random.SeedSequence([int(w) for w in words]).generate_state(1, np.uint32)[0])
 
 
-_ARRAYS: dict = {}
+class CachedSquares:
+  """`sources.SquareImages` read once into memory: the same records, from a uint8 array."""
+
+  def __init__(self, images: np.ndarray, labels: np.ndarray, ok: np.ndarray):
+    self.images, self.labels, self.ok = images, labels, ok
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+  def __getitem__(self, i):
+    return self.images[i], self.labels[i], bool(self.ok[i])
 
 
-def _arrays(source, r: sources.Range, image_size: int) -> tuple[np.ndarray, np.ndarray]:
-  """The range decoded and resized into memory, once per process (config.data.cache)."""
-  key = (source.key, r, image_size)
-  if key not in _ARRAYS:
-    need = r.size * image_size ** 2 * source.channels
+_CACHE: dict = {}
+
+
+def _squares(config, source, r: sources.Range, *, replace: bool):
+  """The range's records: from memory with config.data.cache (filled on first use), else read."""
+  d = config.data
+  view = sources.SquareImages(source, r, d.image_size, replace=replace)
+  if not d.cache or r.size == 0:
+    return view
+  key = (source.name, source.key, r, d.image_size, replace)
+  if key not in _CACHE:
+    need = r.size * d.image_size ** 2 * source.channels
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if need > ram // 2:
       raise config_lib.ConfigError(
           f"config.data.cache=True would hold {need / 2**30:.1f} GiB of {r.split} images in "
           f"memory (this machine has {ram / 2**30:.1f} GiB); set config.data.cache=False.")
-    logging.info("Caching %s[%d:%d] at %dpx in memory", r.split, r.start, r.end, image_size)
-    images, labels = [], []
-    for x, y in _decoded(source, r, image_size).batch(1024).as_numpy_iterator():
-      images.append(x)
-      labels.append(y)
-    _ARRAYS[key] = (np.concatenate(images) if images else
-                    np.zeros((0, image_size, image_size, source.channels), np.uint8),
-                    np.concatenate(labels) if labels else np.zeros((0,), np.int32))
-  return _ARRAYS[key]
+    logging.info("Caching %s[%d:%d] at %dpx in memory", r.split, r.start, r.end, d.image_size)
+    images = np.empty((r.size, d.image_size, d.image_size, source.channels), np.uint8)
+    labels = np.empty((r.size,), np.int32)
+    ok = np.empty((r.size,), bool)
+    reads = grain.MapDataset.source(view).to_iter_dataset(_read_options(config))
+    for i, (x, y, good) in enumerate(reads):
+      images[i], labels[i], ok[i] = x, y, good
+    _CACHE[key] = CachedSquares(images, labels, ok)
+  return _CACHE[key]
 
 
-def _decoded(source, r, image_size) -> tf.data.Dataset:
-  """The range as (uint8 image_size x image_size image, label), in stored order."""
-  return source.read(r).map(
-      lambda b, y: (ops.decode_square(b, source.channels, image_size), y),
-      num_parallel_calls=tf.data.AUTOTUNE)
+def _read_options(config) -> grain.ReadOptions:
+  return grain.ReadOptions(num_threads=max(1, config.data.threads),
+                           prefetch_buffer_size=max(1, config.data.prefetch))
 
 
-def _fixed_channel_stats(config) -> bool:
+def _stats(config, source, splits, train: bool):
   d = config.data
-  return d.normalize == "channel" and d.channel_mean is not None
-
-
-def _needs_stats(config, train: bool) -> bool:
-  d = config.data
-  normalize_needs = d.normalize != "none" and not _fixed_channel_stats(config)
-  return normalize_needs or (train and d.pca_noise > 0)
+  fixed = d.normalize == "channel" and d.channel_mean is not None
+  if not ((d.normalize != "none" and not fixed) or (train and d.pca_noise > 0)):
+    return None
+  cached = None
+  if d.cache:
+    cached = _CACHE.get((source.name, source.key, splits.train, d.image_size, True))
+  return stats_lib.for_config(config, source, splits, train_squares=cached)
 
 
 def _channel_mean_std(config, stats, channels: int):
   """Per-channel mean and std for normalize='channel': the config's, else the data's."""
   d = config.data
-  if not _fixed_channel_stats(config):
-    return tf.constant(stats.channel_mean), tf.constant(stats.channel_std)
+  if d.channel_mean is None:
+    return stats.channel_mean, stats.channel_std
   if len(d.channel_mean) != channels:
     raise config_lib.ConfigError(
         f"config.data.channel_mean={tuple(d.channel_mean)} has {len(d.channel_mean)} values but "
         f"{d.dataset!r} images have {channels} channels; give one mean and std per channel.")
-  return (tf.constant(d.channel_mean, tf.float32), tf.constant(d.channel_std, tf.float32))
+  return np.float32(d.channel_mean), np.float32(d.channel_std)
 
 
-def _stats(config, source, splits, train: bool):
-  if not _needs_stats(config, train):
-    return None
-  cached = None
-  if config.data.cache:
-    cached = _ARRAYS.get((source.key, splits.train, config.data.image_size), (None,))[0]
-  return stats_lib.for_config(config, source, splits, train_images=cached)
+class TrainPreprocess:
+  """(uint8 (S, S, C) image, label, ok) + generator -> {'image', 'label'}, as config.data says.
+
+  A class rather than a closure so that grain can pickle it into worker processes.
+  """
+
+  def __init__(self, config, stats, channels: int):
+    d = config.data
+    self.image_size, self.crop_size, self.channels = d.image_size, d.crop_size, channels
+    self.random_crop, self.flip, self.pca = d.random_crop, d.flip, d.pca_noise
+    self.mode = d.normalize
+    self.mean_image = stats.mean_image if self.mode == "mean_image" else None
+    if self.mode == "channel":
+      self.mean, self.std = _channel_mean_std(config, stats, channels)
+    if self.pca > 0:
+      self.eigvecs, self.eigvals = stats.pca_eigvecs, stats.pca_eigvals
+
+  def __call__(self, record, rng: np.random.Generator) -> dict:
+    image, label, _ = record
+    a = ops.draw_augmentation(rng, self.image_size, self.crop_size, self.channels,
+                              random_crop=self.random_crop, flip=self.flip, pca_noise=self.pca)
+    x = ops.crop(image, a.offset, self.crop_size, a.flip).astype(np.float32)
+    if self.mode == "mean_image":
+      x -= ops.crop(self.mean_image, a.offset, self.crop_size, a.flip)
+    if self.pca > 0:
+      x = ops.pca_noise(x, a.alphas, self.eigvecs, self.eigvals)
+    if self.mode == "channel":
+      x = ops.channel_normalize(x, self.mean, self.std)
+    return {"image": x, "label": np.int32(label)}
 
 
-def make_train_preprocess(config, stats, channels: int):
-  """(uint8 (S, S, C) image, label, seed) -> train example, as config.data says."""
-  d = config.data
-  mode = d.normalize
-  if mode == "mean_image":
-    mean_image = tf.constant(stats.mean_image)
-  elif mode == "channel":
-    mean, std = _channel_mean_std(config, stats, channels)
-  use_pca = d.pca_noise > 0
-  if use_pca:
-    vecs, vals = tf.constant(stats.pca_eigvecs), tf.constant(stats.pca_eigvals)
+class EvalPreprocess:
+  """(uint8 image, label, ok) -> {'image', 'label', 'mask'} with the center or the ten views."""
 
-  def preprocess(image, label, seed):
-    r = ops.draw_augmentation(seed, d.image_size, d.crop_size, channels,
-                              random_crop=d.random_crop, flip=d.flip, pca_noise=d.pca_noise)
-    flip = r["flip"] if d.flip else None
-    x = tf.cast(ops.crop(image, r["offset"], d.crop_size, flip), tf.float32)
-    if mode == "mean_image":
-      x -= ops.crop(mean_image, r["offset"], d.crop_size, flip)
-    if use_pca:
-      x = ops.pca_noise(x, r["alphas"], vecs, vals)
-    if mode == "channel":
-      x = ops.channel_normalize(x, mean, std)
-    return {"image": x, "label": label}
+  def __init__(self, config, stats, channels: int):
+    d = config.data
+    self.view = functools.partial(ops.ten_crop if d.eval_crops == "ten" else ops.center_crop,
+                                  size=d.crop_size)
+    self.mode = d.normalize
+    if self.mode == "mean_image":
+      self.mean_view = self.view(stats.mean_image)
+    elif self.mode == "channel":
+      self.mean, self.std = _channel_mean_std(config, stats, channels)
 
-  return preprocess
+  def __call__(self, record) -> dict:
+    image, label, ok = record
+    x = self.view(image).astype(np.float32)
+    if self.mode == "mean_image":
+      x -= self.mean_view
+    elif self.mode == "channel":
+      x = ops.channel_normalize(x, self.mean, self.std)
+    return {"image": x, "label": np.int32(label), "mask": np.float32(ok)}
 
 
-def make_eval_preprocess(config, stats, channels: int = 3):
-  """(uint8 image, label, mask) -> eval example with the center or the ten views."""
-  d = config.data
-  mode = d.normalize
-  view = functools.partial(ops.ten_crop if d.eval_crops == "ten" else ops.center_crop,
-                           size=d.crop_size)
-  if mode == "mean_image":
-    mean_view = view(tf.constant(stats.mean_image))
-  elif mode == "channel":
-    mean, std = _channel_mean_std(config, stats, channels)
-
-  def preprocess(image, label, mask):
-    x = tf.cast(view(image), tf.float32)
-    if mode == "mean_image":
-      x -= mean_view
-    elif mode == "channel":
-      x = ops.channel_normalize(x, mean, std)
-    return {"image": x, "label": label, "mask": mask}
-
-  return preprocess
-
-
-def _options() -> tf.data.Options:
-  o = tf.data.Options()
-  o.deterministic = True
-  o.experimental_optimization.map_parallelization = True
-  return o
-
-
-def train_batches(config, start_step: int = 0, process_index: int = 0,
-                  process_count: int = 1) -> Iterator[dict]:
-  """Endless training batches of this process's shard, from global step `start_step` on."""
+def train_dataset(config, process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
+  """This process's training batches, for num_epochs epochs, as a random-access dataset."""
   source = sources.open_source(config)
   splits = sources.resolve_splits(config, source)
   batch = _local_batch(config, "batch_size", process_count)
@@ -196,55 +202,42 @@ def train_batches(config, start_step: int = 0, process_index: int = 0,
     raise config_lib.ConfigError(
         f"config.batch_size={config.batch_size} exceeds the {splits.train.size} training examples.")
   shard = splits.train.shard(process_index, process_count)
-  if config.data.cache:
-    _arrays(source, shard, config.data.image_size)
-  stats = _stats(config, source, splits, train=True)
-  preprocess = make_train_preprocess(config, stats, source.channels)
-  first_epoch, first_step = divmod(start_step, spe)
-
-  def epochs():
-    for epoch in itertools.count(first_epoch):
-      skip = first_step if epoch == first_epoch else 0
-      ds = _train_epoch(config, source, shard, epoch, process_index, spe, batch, skip, preprocess)
-      yield from ds.as_numpy_iterator()
-
-  return epochs()
+  squares = _squares(config, source, shard, replace=True)
+  preprocess = TrainPreprocess(config, _stats(config, source, splits, train=True), source.channels)
+  examples = grain.MapDataset.source(squares)
+  # grain's own shuffle-then-repeat would use every example of the shard in each epoch; the
+  # loop counts steps_per_epoch full batches per epoch, so each epoch's permutation is cut to
+  # that many examples here and the epochs are laid end to end.
+  epochs = [examples.shuffle(seed=_seed(config.seed, e, process_index))[:spe * batch]
+            for e in range(max(1, config.num_epochs))]
+  stream = grain.MapDataset.concatenate(epochs)
+  stream = stream.random_map(preprocess, seed=_seed(config.seed, process_index, 0x5EED))
+  return stream.batch(batch, drop_remainder=True)
 
 
-def _train_epoch(config, source, shard, epoch, process_index, spe, batch, skip, preprocess):
-  d = config.data
-  seed = _seed(config.seed, epoch, process_index)
-  first = skip * batch  # position in the epoch of the first example to produce
+def train_iterator(config, process_index: int = 0, process_count: int = 1):
+  """A checkpointable iterator over train_dataset (grain DatasetIterator: get/set_state)."""
+  ds = train_dataset(config, process_index, process_count).to_iter_dataset(_read_options(config))
+  if config.data.workers > 0:
+    # grain's worker processes read its absl flags; outside an absl program (tests,
+    # notebooks) they are unparsed, which grain treats as an error rather than as defaults.
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.data.workers))
+  return iter(ds)
 
-  if d.cache:
-    images, labels = (tf.constant(a) for a in _arrays(source, shard, d.image_size))
-    order = np.random.default_rng(seed).permutation(shard.size)[first:spe * batch]
-    ds = tf.data.Dataset.from_tensor_slices(order)
-    load = lambda i: (tf.gather(images, i), tf.gather(labels, i))  # noqa: E731
-  else:
-    ds = source.read(shard, shuffle_seed=seed[0])
-    if d.shuffle_buffer > 1:
-      ds = ds.shuffle(d.shuffle_buffer, seed=seed[1])
-    # Skipping before decoding: resuming reads the skipped records but decodes none.
-    ds = ds.take(spe * batch).skip(first)
-    load = lambda xy: (ops.decode_square(xy[0], source.channels, d.image_size), xy[1])  # noqa: E731
 
-  # Each example's random numbers come from (seed, epoch, process, its position in the epoch).
-  key = tf.constant(seed, tf.int64)
-
-  def example(position, item):
-    image, label = load(item)
-    return preprocess(image, label, tf.random.experimental.stateless_fold_in(key, position))
-
-  ds = ds.enumerate(start=first).map(example, num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.batch(batch, drop_remainder=True)
-  return ds.prefetch(d.prefetch).with_options(_options())
+def train_batches(config, start_step: int = 0, process_index: int = 0,
+                  process_count: int = 1) -> Iterator[dict]:
+  """Training batches from global step `start_step` on (without restoring an iterator)."""
+  ds = train_dataset(config, process_index, process_count)[start_step:]
+  return iter(ds.to_iter_dataset(_read_options(config)))
 
 
 def eval_batches(config, split: str = "val", process_index: int = 0,
                  process_count: int = 1) -> Iterator[dict]:
   """One pass over `split` ('val' or 'test'), padded so that every process yields as many
-  batches; `mask` is 1 on real examples and 0 on padding."""
+  batches; `mask` is 1 on real examples and 0 on padding (and on unreadable images)."""
   if split not in ("val", "test"):
     raise ValueError(f"split must be 'val' or 'test', got {split!r}")
   source = sources.open_source(config)
@@ -257,18 +250,13 @@ def eval_batches(config, split: str = "val", process_index: int = 0,
   d = config.data
   shard = r.shard(process_index, process_count)
   num_batches = -(-r.max_shard_size(process_count) // batch)
-  stats = _stats(config, source, splits, train=False)
-  if d.cache:
-    images, labels = _arrays(source, shard, d.image_size)
-    ds = tf.data.Dataset.from_tensor_slices((images, labels))
-  else:
-    ds = _decoded(source, shard, d.image_size)
-  ds = ds.map(lambda x, y: (x, y, tf.constant(1.0)))
+  preprocess = EvalPreprocess(config, _stats(config, source, splits, train=False),
+                              source.channels)
+  records = grain.MapDataset.source(_squares(config, source, shard, replace=False))
   pad = num_batches * batch - shard.size
-  blank = (tf.zeros([d.image_size, d.image_size, source.channels], tf.uint8), tf.constant(0),
-           tf.constant(0.0))
-  ds = ds.concatenate(tf.data.Dataset.from_tensors(blank).repeat(pad))
-  ds = ds.map(make_eval_preprocess(config, stats, source.channels),
-              num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.batch(batch, drop_remainder=True)
-  return ds.prefetch(d.prefetch).with_options(_options()).as_numpy_iterator()
+  blank = (np.zeros((d.image_size, d.image_size, source.channels), np.uint8), np.int32(0), False)
+  padding = grain.MapDataset.range(pad).map(lambda _: blank)
+  ds = grain.MapDataset.concatenate([records, padding]) if pad and shard.size else (
+      records if not pad else padding)
+  ds = ds.map(preprocess).batch(batch, drop_remainder=True)
+  return iter(ds.to_iter_dataset(_read_options(config)))

@@ -1,8 +1,10 @@
-"""Where examples come from: TFDS builders (the catalog, offline Fashion-MNIST) and image folders.
+"""Where examples come from: offline Fashion-MNIST, image folders, prepared shards, TFDS.
 
-A source hands out `(encoded image bytes, int32 label)` pairs of an index range of one split,
-so that carving validation out of train, per-process shards and resuming all reduce to index
-arithmetic on `Range`s and work the same for every kind of dataset.
+Every source gives random access to `(uint8 square image, label)` pairs of an index range of one
+split, so that carving validation out of train, per-process shards, resuming and grain's
+random-access reads all reduce to index arithmetic on `Range`s and work alike for every kind of
+dataset. None of them needs TensorFlow: TFDS datasets are read through `tfds.data_source`
+(the array_record format), which decodes without it.
 """
 
 from __future__ import annotations
@@ -13,18 +15,18 @@ import fcntl
 import functools
 import hashlib
 import os
+import threading
 
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
 from absl import logging
 
 from alexnet_jax import config as config_lib
+from alexnet_jax.data import decode as decode_lib
 from alexnet_jax.data import fashion_mnist_offline
 
 FOLDER_PREFIX = "folder:"
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-IMAGENET_TARS = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
+PREPARED_PREFIX = "prepared:"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 
 class DatasetError(config_lib.ConfigError):
@@ -58,64 +60,81 @@ def default_data_dir(config) -> str:
                             or "~/tensorflow_datasets")
 
 
-class TfdsSource:
-  """A prepared TFDS dataset; images stay encoded until the pipeline decodes them."""
-
-  def __init__(self, name: str, builder: tfds.core.DatasetBuilder, data_dir: str):
-    self.name = name
-    self.builder = builder
-    self.image_key, self.label_key = builder.info.supervised_keys or ("image", "label")
-    features = builder.info.features
-    self.num_classes = int(features[self.label_key].num_classes)
-    self.channels = int(features[self.image_key].shape[-1] or 3)
-    # The configured data_dir, not builder.data_dir_root: tfds.testing.mock_data points the
-    # latter at a fixed fake path, and stats must land where the user's data lives.
-    self.stats_dir = os.path.join(data_dir, "alexnet_stats")
-    self.key = f"{builder.info.full_name.replace('/', '_')}"
-    self._counted: dict[str, int] = {}
+class Source:
+  """What every source provides; subclasses fill in the fields and `_square`/`_label`."""
+  name: str
+  num_classes: int
+  channels: int
+  key: str  # names this dataset in cache file names
+  stats_dir: str
 
   def split_names(self) -> list[str]:
-    return list(self.builder.info.splits.keys())
+    raise NotImplementedError
 
   def split_size(self, split: str) -> int:
-    known = self.builder.info.splits
-    if split in known:
-      return int(known[split].num_examples)
-    if known:
-      raise KeyError(split)
-    # Datasets without split metadata (some community datasets, tfds.testing.mock_data)
-    # still read fine; their sizes are only learnt by reading once.
-    if split not in self._counted:
-      logging.info("%s has no split sizes in its metadata; counting %r once", self.name, split)
-      try:
-        ds = self.builder.as_dataset(
-            split=split, decoders={self.image_key: tfds.decode.SkipDecoding()},
-            read_config=tfds.ReadConfig(add_tfds_id=False))
-        self._counted[split] = int(ds.reduce(0, lambda n, _: n + 1))
-      except (KeyError, ValueError, tf.errors.OpError):
-        raise KeyError(split) from None
-      logging.info("%s[%r] has %d examples", self.name, split, self._counted[split])
-    return self._counted[split]
+    """Raises KeyError for a split the dataset does not have."""
+    raise NotImplementedError
 
-  def read(self, r: Range, *, shuffle_seed: int | None = None) -> tf.data.Dataset:
-    """The range's (bytes, label) pairs; with a seed, the file order is shuffled by it."""
-    if r.size == 0:
-      return _empty()
-    ds = self.builder.as_dataset(
-        split=f"{r.split}[{r.start}:{r.end}]",
-        shuffle_files=shuffle_seed is not None,
-        decoders={self.image_key: tfds.decode.SkipDecoding()},
-        read_config=tfds.ReadConfig(shuffle_seed=shuffle_seed, add_tfds_id=False))
-    # Eval padding assumes exactly r.size examples; builders that ignore the slice
-    # (tfds.testing.mock_data) would otherwise hand out the whole split.
-    ds = ds.take(r.size)
-    return ds.map(lambda ex: (ex[self.image_key], tf.cast(ex[self.label_key], tf.int32)))
+  def example(self, split: str, index: int, size: int) -> tuple[np.ndarray, int]:
+    """(uint8 (size, size, C) image, label): shorter side resized to `size`, centre square.
+
+    Raises decode.ImageError (naming the file) for an image that cannot be read.
+    """
+    raise NotImplementedError
+
+  def fingerprint(self, split: str) -> str:
+    """Changes whenever the split's content does: keys caches such as data statistics."""
+    raise NotImplementedError
 
 
-class FolderSource:
+class ArraySource(Source):
+  """Splits held as uint8 arrays in memory (Fashion-MNIST; caches of other sources)."""
+
+  def __init__(self, name, splits: dict[str, tuple[np.ndarray, np.ndarray]], num_classes: int,
+               stats_dir: str, key: str):
+    self.name, self.key, self.stats_dir = name, key, stats_dir
+    self.splits = splits
+    self.num_classes = num_classes
+    self.channels = next(iter(splits.values()))[0].shape[-1]
+
+  def split_names(self):
+    return list(self.splits)
+
+  def split_size(self, split):
+    return len(self.splits[split][1])
+
+  def example(self, split, index, size):
+    images, labels = self.splits[split]
+    image = images[index]
+    if image.shape[:2] != (size, size):
+      image = decode_lib.resize_small(image, size)
+    return image, int(labels[index])
+
+  def fingerprint(self, split):
+    images, labels = self.splits[split]
+    h = hashlib.sha256(images.tobytes())
+    h.update(labels.tobytes())
+    return h.hexdigest()[:16]
+
+
+def fashion_mnist(manual_dir: str | None, data_dir: str) -> ArraySource:
+  directory = manual_dir or fashion_mnist_offline.DEFAULT_DIR
+  missing = fashion_mnist_offline.missing_files(directory)
+  if missing:
+    raise DatasetError(
+        f"config.data.dataset='fashion_mnist_offline' needs {missing} in {directory}: "
+        f"{fashion_mnist_offline.HOW_TO_GET}.")
+  try:
+    splits = {s: fashion_mnist_offline.read_split(directory, s) for s in ("train", "test")}
+  except ValueError as e:
+    raise DatasetError(f"config.data.dataset='fashion_mnist_offline': {e}.") from None
+  return ArraySource("fashion_mnist_offline", splits, 10,
+                     os.path.join(data_dir, "alexnet_stats"), "fashion_mnist_offline")
+
+
+class FolderSource(Source):
   """Images laid out `root/split/class/*.jpg` (the TFDS ImageFolder layout).
 
-  Unlike tfds.ImageFolder this supports index ranges, which val carving and sharding need.
   Files are put in a fixed pseudo-random order so that a range taken from the end of a split
   (the carved validation set) samples every class.
   """
@@ -135,10 +154,14 @@ class FolderSource:
       paths, labels = [], []
       for label, c in enumerate(self.classes):
         d = os.path.join(root, split, c)
-        if os.path.isdir(d):
-          names = sorted(f for f in os.listdir(d) if f.lower().endswith(IMAGE_EXTENSIONS))
-          paths += [os.path.join(d, f) for f in names]
-          labels += [label] * len(names)
+        if not os.path.isdir(d):
+          continue
+        names = sorted(f for f in os.listdir(d) if f.lower().endswith(IMAGE_EXTENSIONS))
+        if not names:
+          logging.warning("%s has no images (%s); class %r has no %s examples", d,
+                          ", ".join(IMAGE_EXTENSIONS), c, split)
+        paths += [os.path.join(d, f) for f in names]
+        labels += [label] * len(names)
       order = np.random.default_rng(0).permutation(len(paths))
       self.files[split] = (np.asarray(paths, dtype=object)[order],
                            np.asarray(labels, np.int32)[order])
@@ -152,30 +175,154 @@ class FolderSource:
     digest = hashlib.sha1(os.path.abspath(root).encode()).hexdigest()[:8]
     self.key = f"folder_{os.path.basename(os.path.normpath(root))}_{digest}"
 
-  def split_names(self) -> list[str]:
+  def split_names(self):
     return list(self.files)
 
-  def split_size(self, split: str) -> int:
+  def split_size(self, split):
     return len(self.files[split][0])
 
-  def read(self, r: Range, *, shuffle_seed: int | None = None) -> tf.data.Dataset:
-    if r.size == 0:
-      return _empty()
-    paths, labels = (a[r.start:r.end] for a in self.files[r.split])
-    if shuffle_seed is not None:
-      order = np.random.default_rng(shuffle_seed).permutation(len(paths))
-      paths, labels = paths[order], labels[order]
-    ds = tf.data.Dataset.from_tensor_slices((paths.astype(str), labels))
-    return ds.map(lambda p, y: (tf.io.read_file(p), y), num_parallel_calls=tf.data.AUTOTUNE)
+  def example(self, split, index, size):
+    paths, labels = self.files[split]
+    path = paths[index]
+    try:
+      with open(path, "rb") as f:
+        data = f.read()
+    except OSError as e:
+      raise decode_lib.ImageError(f"cannot read {path}: {e.strerror}") from None
+    return decode_lib.decode_square(data, self.channels, size, path=path), int(labels[index])
+
+  def fingerprint(self, split):
+    # Names, sizes and modification times: replacing images (even keeping their count and
+    # names) changes it, without reading every byte of a large tree.
+    h = hashlib.sha256()
+    paths, labels = self.files[split]
+    for p, y in zip(paths, labels):
+      try:
+        st = os.stat(p)
+        h.update(f"{p}\0{y}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+      except OSError:
+        h.update(f"{p}\0missing\n".encode())
+    return h.hexdigest()[:16]
 
 
-def _empty() -> tf.data.Dataset:
-  return tf.data.Dataset.from_tensor_slices((tf.zeros([0], tf.string), tf.zeros([0], tf.int32)))
+class TfdsSource(Source):
+  """A TFDS dataset prepared in the array_record format, read through `tfds.data_source`."""
+
+  def __init__(self, name: str, data_dir: str):
+    import tensorflow_datasets as tfds  # noqa: PLC0415  (only for TFDS names)
+    self.name = name
+    try:
+      self.builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError as e:
+      raise DatasetError(
+          f"config.data.dataset={name!r} is not a TFDS dataset ({str(e).splitlines()[0]}). Use "
+          f"fashion_mnist_offline, {FOLDER_PREFIX}/path/to/root, {PREPARED_PREFIX}/path/to/shards "
+          "(made by `python -m alexnet_jax.data.prepare`), or a TFDS name prepared with "
+          "--file_format=array_record.") from None
+    self.image_key, self.label_key = self.builder.info.supervised_keys or ("image", "label")
+    features = self.builder.info.features
+    self.num_classes = int(features[self.label_key].num_classes)
+    self.channels = int(features[self.image_key].shape[-1] or 3)
+    self.stats_dir = os.path.join(data_dir, "alexnet_stats")
+    self.key = self.builder.info.full_name.replace("/", "_")
+    self._data_dir = data_dir
+    self._sources: dict = {}
+
+  def __getstate__(self):
+    # Worker processes reopen the files; builders and open readers do not pickle.
+    return {"name": self.name, "data_dir": self._data_dir}
+
+  def __setstate__(self, state):
+    self.__init__(state["name"], state["data_dir"])
+
+  def split_names(self):
+    return list(self.builder.info.splits.keys())
+
+  def _source(self, split):
+    if split not in self._sources:
+      import tensorflow_datasets as tfds  # noqa: PLC0415
+      self._sources[split] = tfds.data_source(self.name, split=split, data_dir=self._data_dir,
+                                              download=False)
+    return self._sources[split]
+
+  def split_size(self, split):
+    known = self.builder.info.splits
+    if split in known:
+      return int(known[split].num_examples)
+    if known:
+      raise KeyError(split)
+    try:  # Datasets without split metadata (tfds.testing.mock_data) still have a length.
+      return len(self._source(split))
+    except Exception:  # pylint: disable=broad-except
+      raise KeyError(split) from None
+
+  def example(self, split, index, size):
+    ex = self._source(split)[index]
+    image = np.asarray(ex[self.image_key])
+    if image.ndim == 2:
+      image = image[..., None]
+    if image.shape[-1] != self.channels:
+      image = np.broadcast_to(image, image.shape[:2] + (self.channels,))
+    return decode_lib.resize_small(image, size), int(ex[self.label_key])
+
+  def fingerprint(self, split):
+    return hashlib.sha256(f"{self.builder.info.full_name}:{split}:"
+                          f"{self.split_size(split)}".encode()).hexdigest()[:16]
 
 
-def open_source(config):
+def open_source(config) -> Source:
   d = config.data
   return _open(d.dataset, default_data_dir(config), d.manual_dir)
+
+
+@functools.lru_cache(maxsize=8)
+def _open(name: str, data_dir: str, manual_dir: str | None) -> Source:
+  if name.startswith(FOLDER_PREFIX):
+    return FolderSource(name, os.path.expanduser(name[len(FOLDER_PREFIX):]), data_dir)
+  if name.startswith(PREPARED_PREFIX):
+    from alexnet_jax.data import prepared  # noqa: PLC0415
+    return prepared.PreparedSource(name, os.path.expanduser(name[len(PREPARED_PREFIX):]), data_dir)
+  if name == "fashion_mnist_offline":
+    return fashion_mnist(manual_dir, data_dir)
+  try:
+    import tensorflow_datasets  # noqa: F401,PLC0415
+  except ImportError:
+    raise DatasetError(
+        f"config.data.dataset={name!r} is a TFDS name, and tensorflow-datasets is not installed. "
+        f"Install it (`pip install -e '.[tfds]'`), or use fashion_mnist_offline, "
+        f"{FOLDER_PREFIX}/path/to/root or {PREPARED_PREFIX}/path/to/shards.") from None
+  source = TfdsSource(name, data_dir)
+  if not _tfds_prepared(source):
+    raise DatasetError(_unprepared_message(name, data_dir, manual_dir))
+  return source
+
+
+def _tfds_prepared(source: TfdsSource) -> bool:
+  b = source.builder
+  if b.is_prepared():
+    fmt = getattr(b.info, "file_format", None)
+    return fmt is None or "array_record" in str(fmt).lower()
+  # Builders without metadata (tfds.testing.mock_data) may still serve a data source.
+  try:
+    return len(source._source("train")) > 0  # pylint: disable=protected-access
+  except Exception:  # pylint: disable=broad-except  (any failure means: not readable)
+    return False
+
+
+def _unprepared_message(name: str, data_dir: str, manual_dir: str | None) -> str:
+  manual = manual_dir or os.path.join(data_dir, "downloads", "manual")
+  if name.startswith("imagenet2012"):
+    return (
+        f"config.data.dataset={name!r} is not prepared in config.data.data_dir={data_dir}. "
+        "Convert the ILSVRC-2012 tars once, without TensorFlow: `python -m alexnet_jax.data.prepare "
+        "--src=ILSVRC2012_img_train.tar --split=train --out=DIR` (and the val tar), then set "
+        f"config.data.dataset='{PREPARED_PREFIX}DIR'. Or, with TensorFlow installed, put "
+        f"ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in {manual} and run "
+        f"`tfds build {name} --data_dir={data_dir} --manual_dir={manual} --file_format=array_record`.")
+  return (f"config.data.dataset={name!r} is not prepared in the array_record format in "
+          f"config.data.data_dir={data_dir}. Build it once where TensorFlow is installed with "
+          f"`tfds build {name} --data_dir={data_dir} --file_format=array_record` (copy the folder "
+          "here if that machine is another), or set config.data.data_dir to where it is.")
 
 
 @contextlib.contextmanager
@@ -196,79 +343,6 @@ def file_lock(path: str, what: str):
       yield
     finally:
       fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _lock_path(directory: str, name: str) -> str:
-  return os.path.join(directory, f".alexnet-{name.replace('/', '_')}.lock")
-
-
-@functools.lru_cache(maxsize=8)
-def _open(name: str, data_dir: str, manual_dir: str | None):
-  if name.startswith(FOLDER_PREFIX):
-    return FolderSource(name, os.path.expanduser(name[len(FOLDER_PREFIX):]), data_dir)
-  builder = _builder(name, data_dir)
-  if not builder.is_prepared():
-    # Runs started together would otherwise all prepare into the same directory, and all
-    # but one fail renaming their result into place. The lock is only taken when preparing,
-    # so prepared datasets in read-only directories open as before.
-    with file_lock(_lock_path(data_dir, name), f"preparing {name} in {data_dir}"):
-      # A fresh builder: one made before another process finished has no split metadata.
-      builder = _builder(name, data_dir)
-      if not builder.is_prepared():
-        if name == "fashion_mnist_offline":
-          _prepare_offline_fashion_mnist(builder, manual_dir or fashion_mnist_offline.DEFAULT_DIR)
-        else:
-          _prepare_catalog(name, builder, data_dir, manual_dir)
-  return TfdsSource(name, builder, data_dir)
-
-
-def _builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
-  if name == "fashion_mnist_offline":
-    return fashion_mnist_offline.FashionMnistOffline(data_dir=data_dir)
-  try:
-    return tfds.builder(name, data_dir=data_dir)
-  except tfds.core.registered.DatasetNotFoundError as e:
-    raise DatasetError(
-        f"config.data.dataset={name!r} is not a TFDS dataset ({str(e).splitlines()[0]}). Use a TFDS "
-        "name (imagenet2012, imagenette, imagenet_resized/64x64, cifar10, cifar100, fashion_mnist), "
-        f"fashion_mnist_offline, or {FOLDER_PREFIX}/path/to/root.") from None
-
-
-def _prepare_offline_fashion_mnist(builder, manual_dir: str) -> None:
-  missing = fashion_mnist_offline.missing_files(manual_dir)
-  if missing:
-    raise DatasetError(
-        f"config.data.dataset='fashion_mnist_offline' is not prepared in {builder.data_dir_root} "
-        f"and its source files {missing} are missing from {manual_dir}: "
-        f"{fashion_mnist_offline.HOW_TO_GET}.")
-  logging.info("Preparing fashion_mnist_offline from %s into %s", manual_dir, builder.data_dir)
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
-
-
-def _prepare_catalog(name, builder, data_dir, manual_dir) -> None:
-  manual_dir = manual_dir or os.path.join(data_dir, "downloads", "manual")
-  build_cmd = f"tfds build {name} --data_dir={data_dir}"
-  if builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
-    build_cmd += f" --manual_dir={manual_dir}"
-    required = IMAGENET_TARS if name.startswith("imagenet2012") else ()
-    missing = [f for f in required if not os.path.exists(os.path.join(manual_dir, f))]
-    if missing or not os.path.isdir(manual_dir) or not os.listdir(manual_dir):
-      raise DatasetError(
-          f"config.data.dataset={name!r} is not prepared in config.data.data_dir={data_dir} and "
-          f"needs a manual download: put {', '.join(missing or ['its files'])} in {manual_dir} "
-          "(or set config.data.manual_dir to where they are), then rerun, or prepare it once "
-          f"with `{build_cmd}`. TFDS says: {builder.MANUAL_DOWNLOAD_INSTRUCTIONS.strip()}")
-  logging.info("Preparing %s into %s (first use; may take long)", name, data_dir)
-  try:
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
-  except Exception as e:  # Network errors come in many types; all mean the same to the user.
-    raise DatasetError(
-        f"config.data.dataset={name!r} is not prepared in config.data.data_dir={data_dir} and "
-        f"preparing it failed ({type(e).__name__}: {e}). Prepare it on a machine with internet "
-        f"with `{build_cmd}` and copy {data_dir}/{name.split('/')[0]} here, or set "
-        "config.data.data_dir to where it is prepared.") from e
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,3 +377,52 @@ def resolve_splits(config, source) -> Splits:
     val = whole("val_split", d.val_split) if d.val_split else None
   test = whole("test_split", d.test_split) if d.test_split else None
   return Splits(train, val, test)
+
+
+class BadImages:
+  """Images that failed to decode, each logged once per process, with a running count."""
+
+  def __init__(self):
+    self._lock = threading.Lock()
+    self.paths: list[str] = []
+
+  def note(self, error: Exception) -> None:
+    with self._lock:
+      text = str(error)
+      if text not in self.paths:
+        self.paths.append(text)
+        logging.warning("Skipping an unreadable image (%d so far): %s", len(self.paths), text)
+
+
+BAD_IMAGES = BadImages()
+
+
+class SquareImages:
+  """Random access to one range's `(uint8 image, label, ok)` at a fixed size: what grain reads.
+
+  An image that cannot be decoded is logged once and, for training (`replace=True`), replaced
+  by the next readable one of the range, so a batch keeps its size and a rerun meets the same
+  replacement at the same step instead of crashing there again; for evaluation it becomes a
+  blank, masked-out example (`ok=False`), so it counts nowhere.
+  """
+
+  def __init__(self, source: Source, r: Range, size: int, *, replace: bool):
+    self.source, self.range, self.size, self.replace = source, r, size, replace
+
+  def __len__(self) -> int:
+    return self.range.size
+
+  def __getitem__(self, i: int):
+    r = self.range
+    for k in range(r.size if self.replace else 1):
+      j = r.start + (int(i) + k) % r.size
+      try:
+        image, label = self.source.example(r.split, j, self.size)
+        return image, np.int32(label), True
+      except decode_lib.ImageError as e:
+        BAD_IMAGES.note(e)
+    if self.replace:
+      raise DatasetError(f"no image of {self.source.name} {r.split}[{r.start}:{r.end}] can be "
+                         "decoded; see the warnings above for the files.")
+    blank = np.zeros((self.size, self.size, self.source.channels), np.uint8)
+    return blank, np.int32(0), False

@@ -6,7 +6,9 @@ scans the training split (as the config defines it: val carved out, images resiz
 data.image_size) in fixed-size batches, so memory stays bounded for any dataset size, and
 writes the mean image, per-channel mean/std and the eigen-decomposition of the colour
 covariance to config.data.stats_file, or by default to
-<data_dir>/alexnet_stats/<dataset>-<split>-<start>-<end>-<size>px.npz.
+<data_dir>/alexnet_stats/<dataset>-<split>-<start>-<end>-<size>px-<content fingerprint>.npz.
+The fingerprint changes when the images do (same count or not), so a replaced dataset never
+reuses stale statistics; the run logs which file it used.
 
 Small datasets get their statistics computed automatically on first use. For imagenet2012
 without a stats file the well-known values are used (below); the mean image is then the
@@ -17,24 +19,28 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import zipfile
 
+import grain
 import numpy as np
-import tensorflow as tf
 from absl import logging
 
 from alexnet_jax import files
-from alexnet_jax.data import ops, sources
+from alexnet_jax.data import sources
 
 # Whole-image sizes (examples x pixels x channels) up to which stats are computed unasked.
 AUTO_COMPUTE_MAX_VALUES = 2_000_000_000
 
 # ImageNet in 0..255: torchvision/fb.resnet channel mean and std, and fb.resnet's colour PCA
-# ("Lighting"; columns of IMAGENET_EIGVECS are the p_i). fb.resnet's "eigval" (0.2175,
-# 0.0188, 0.0045 in 0..1) scales alpha like a standard deviation, so its squares are stored
-# as the eigenvalues that ops.pca_noise takes the square root of.
+# ("Lighting"). fb.resnet's "eigval" (0.2175, 0.0188, 0.0045) are the eigenvalues, i.e. the
+# variances, of the colour covariance of pixels in [0, 1]: with these eigenvectors they give
+# per-channel stds of 0.284/0.276/0.290, as measured on ImageNet (0.281/0.274/0.288), while
+# read as standard deviations they would give 0.125. So they are scaled by 255^2 (variances)
+# here, the one place the defaults are stated; ops.pca_noise takes their square roots.
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
-IMAGENET_PCA_STD = (55.46, 4.794, 1.148)
+IMAGENET_EIGVALS_UNIT = (0.2175, 0.0188, 0.0045)
+IMAGENET_EIGVALS = tuple(v * 255.0 ** 2 for v in IMAGENET_EIGVALS_UNIT)
 IMAGENET_EIGVECS = ((-0.5675, 0.7192, 0.4009),
                     (-0.5808, -0.0045, -0.8140),
                     (-0.5836, -0.6948, 0.4203))
@@ -49,19 +55,27 @@ class Stats:
   pca_eigvecs: np.ndarray  # (C, C), eigenvector i in column i
   num_examples: int
   origin: str  # where the numbers come from, for logs
+  # The file they were read from or saved to; not stored in it.
+  path: str = dataclasses.field(default="", compare=False)
 
   def save(self, path: str) -> None:
     """Atomic: concurrent processes may all compute and write; readers never see half a file."""
     with files.atomic_write(path, binary=True) as f:
-      np.savez(f, **{k: v for k, v in dataclasses.asdict(self).items()})
+      np.savez(f, **{k: v for k, v in dataclasses.asdict(self).items() if k != "path"})
 
   @classmethod
   def load(cls, path: str) -> "Stats":
-    with np.load(path) as z:
-      kw = {f.name: z[f.name] for f in dataclasses.fields(cls)}
+    try:
+      with np.load(path) as z:
+        kw = {f.name: z[f.name] for f in dataclasses.fields(cls) if f.name != "path"}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+      raise sources.DatasetError(
+          f"The statistics file {path} is damaged or not a stats file ({type(e).__name__}: {e}); "
+          "delete it to have it recomputed, or recompute it with `python -m alexnet_jax.data.stats "
+          "--config=...`.") from None
     kw["num_examples"] = int(kw["num_examples"])
     kw["origin"] = str(kw["origin"])
-    return cls(**kw)
+    return cls(**kw, path=path)
 
 
 class Accumulator:
@@ -107,38 +121,37 @@ def imagenet_defaults(image_size: int) -> Stats:
   mean = np.asarray(IMAGENET_MEAN, np.float32)
   return Stats(mean_image=np.broadcast_to(mean, (image_size, image_size, 3)).copy(),
                channel_mean=mean, channel_std=np.asarray(IMAGENET_STD, np.float32),
-               pca_eigvals=np.square(np.asarray(IMAGENET_PCA_STD, np.float32)),
+               pca_eigvals=np.asarray(IMAGENET_EIGVALS, np.float32),
                pca_eigvecs=np.asarray(IMAGENET_EIGVECS, np.float32),
                num_examples=0, origin="well-known ImageNet values (fb.resnet/torchvision)")
 
 
 def default_path(config, source, train: sources.Range) -> str:
   return os.path.join(source.stats_dir, f"{source.key}-{train.split}-{train.start}-{train.end}-"
-                      f"{config.data.image_size}px.npz")
+                      f"{config.data.image_size}px-{source.fingerprint(train.split)}.npz")
 
 
-def compute(config, source=None, batch_size: int = 64, images: np.ndarray | None = None) -> Stats:
+def compute(config, source=None, batch_size: int = 64, squares=None) -> Stats:
   """Streams the training range once; memory is one batch plus the (S, S, C) sums.
 
-  `images`: the whole training range already in memory (a cache), to skip reading it again.
+  `squares`: the range's records already in memory (a cache), to skip reading them again.
   """
   source = source or sources.open_source(config)
   train = sources.resolve_splits(config, source).train
-  size, channels = config.data.image_size, source.channels
-  if images is None:
-    batches = source.read(train).map(
-        lambda b, y: ops.decode_square(b, channels, size),
-        num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2).as_numpy_iterator()
-  else:
-    batches = (images[i:i + batch_size] for i in range(0, len(images), batch_size))
+  size = config.data.image_size
+  if squares is None:
+    squares = sources.SquareImages(source, train, size, replace=False)
+  threads = max(1, config.data.threads)
+  records = grain.MapDataset.source(squares).batch(batch_size).to_iter_dataset(
+      grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads))
   acc = Accumulator()
-  for batch in batches:
-    acc.update(batch)
+  for images, _, ok in records:
+    acc.update(images[ok])
   return acc.result(f"computed from {config.data.dataset} {train.split}[{train.start}:{train.end}] "
                     f"at {size}px")
 
 
-def for_config(config, source, splits, train_images: np.ndarray | None = None) -> Stats:
+def for_config(config, source, splits, train_squares=None) -> Stats:
   """The stats a run uses: its stats file, else computed (small data) or ImageNet defaults."""
   d = config.data
   path = d.stats_file or default_path(config, source, splits.train)
@@ -148,10 +161,11 @@ def for_config(config, source, splits, train_images: np.ndarray | None = None) -
     raise sources.DatasetError(
         f"config.data.stats_file={d.stats_file!r} does not exist. Create it with `python -m "
         "alexnet_jax.data.stats --config=<your config>` or unset the field.")
-  elif d.dataset.startswith("imagenet2012"):
+  elif d.dataset.startswith("imagenet2012") or "imagenet" in d.dataset.lower():
     logging.warning("No stats file %s; using %s. Compute exact ones with `python -m "
                     "alexnet_jax.data.stats --config=...`.", path, "ImageNet defaults")
     stats = imagenet_defaults(d.image_size)
+    path = "(built-in ImageNet defaults)"
   elif splits.train.size * d.image_size ** 2 * source.channels <= AUTO_COMPUTE_MAX_VALUES:
     # One process computes while runs started beside it wait and then load its file.
     with sources.file_lock(path + ".lock", f"computing {path}"):
@@ -159,7 +173,7 @@ def for_config(config, source, splits, train_images: np.ndarray | None = None) -
         stats = Stats.load(path)
       else:
         logging.info("Computing training-set statistics into %s", path)
-        stats = compute(config, source, images=train_images)
+        stats = compute(config, source, squares=train_squares)
         stats.save(path)
   else:
     raise sources.DatasetError(
@@ -173,7 +187,8 @@ def for_config(config, source, splits, train_images: np.ndarray | None = None) -
         f"The stats in {path} are for images of shape {stats.mean_image.shape}, but "
         f"config.data.image_size={d.image_size} with {source.channels} channels needs {want}; "
         "recompute them with `python -m alexnet_jax.data.stats --config=...`.")
-  logging.info("Data statistics: %s", stats.origin)
+  logging.info("Data statistics from %s: %s", path, stats.origin)
+  stats.path = path
   return stats
 
 
