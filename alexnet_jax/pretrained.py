@@ -201,7 +201,7 @@ def evaluate(config: ml_collections.ConfigDict, params, crops=("center", "ten"))
 
   One process, the default device: an ImageNet val pass is short next to training.
   """
-  from alexnet_jax import data  # noqa: PLC0415  (TF loads only when evaluating)
+  from alexnet_jax import data  # noqa: PLC0415  (the input pipeline loads only to evaluate)
   from alexnet_jax import step as step_lib  # noqa: PLC0415
 
   config_lib.validate(config)

@@ -1,29 +1,31 @@
-r"""Throughput of the training input pipeline, in images/s in total and per CPU core.
+r"""Throughput of the grain training input pipeline: images/s per worker and its scaling.
 
-    python benchmarks/input_pipeline.py                      # all cores this process may use
-    taskset -c 0 python benchmarks/input_pipeline.py         # one core
+    python benchmarks/input_pipeline.py                       # every case, 0..all-core workers
+    python benchmarks/input_pipeline.py --cases=prepared --workers=0,1,2,4,8,15 --step_rate=20000
 
-Cases:
-  jpeg256   generated JPEGs with a 256px shorter side (what the paper trained from), read from
-            an image folder: read -> JPEG decode -> resize/center 256 -> random 227 crop ->
-            flip -> PCA noise -> mean-image subtraction -> batch of 128.
-  jpegfull  the same from ImageNet-sized JPEGs (500x375, the most common ImageNet shape).
-  fmnist    the Fashion-MNIST config (configs/small_fashion_mnist.py): cached 32px images,
-            28px crops, flips, PCA noise, mean image, batch 128.
-Times exclude the first batches (graph building, caching, statistics). "Per CPU-second" is
-images over the CPU time the process used: the per-core rate even when other jobs share the
-cores (then wall/cores understates it).
+Cases (each with the full training augmentation: random 227 crop of the 256 square, flip,
+PCA colour noise, mean-image subtraction, batches of 128):
+  prepared  ImageNet as `python -m alexnet_jax.data.prepare` writes it: JPEGs already resized to
+            a 256px shorter side, in ArrayRecord shards (generated photo-like images).
+  jpegfull  the same from an image folder of full-size JPEGs (500x375, ImageNet's commonest
+            shape): read -> decode -> resize to 256 -> the rest.
+  fmnist    the README's Fashion-MNIST config: cached 32px images, 28px crops, batch 128.
+"workers=0" decodes in the training process with one reading thread: the per-core rate.
+workers=N > 0 runs N grain worker processes. Times exclude the first batches (start-up,
+caching, statistics). The last line says how many cores a given step rate needs.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
 import time
 
 import numpy as np
+from PIL import Image
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
@@ -31,74 +33,122 @@ from alexnet_jax import config as config_lib  # noqa: E402
 from alexnet_jax import data  # noqa: E402
 
 
+def photo(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+  """A photo-like image (smooth colour fields plus grain): compresses and decodes like a photo."""
+  coarse = rng.uniform(0, 255, (h // 32 + 2, w // 32 + 2, 3)).astype(np.uint8)
+  image = np.asarray(Image.fromarray(coarse).resize((w, h), Image.BICUBIC), np.float32)
+  image += rng.normal(0, 12, (h, w, 3)).astype(np.float32)
+  return np.clip(image, 0, 255).astype(np.uint8)
+
+
 def write_jpegs(root: str, n: int, shape: tuple[int, int], classes: int = 10) -> None:
-  """Photo-like JPEGs (smooth colour fields plus grain), so they compress and decode like photos."""
-  import tensorflow as tf
   rng = np.random.default_rng(0)
-  h, w = shape
   for i in range(n):
     d = os.path.join(root, "train", f"c{i % classes}")
     os.makedirs(d, exist_ok=True)
-    coarse = rng.uniform(0, 255, (1, h // 32 + 1, w // 32 + 1, 3)).astype(np.float32)
-    image = tf.image.resize(coarse, (h, w), method="bicubic")[0]
-    image += rng.normal(0, 12, (h, w, 3)).astype(np.float32)
-    image = tf.cast(tf.clip_by_value(image, 0, 255), tf.uint8)
-    tf.io.write_file(os.path.join(d, f"{i}.jpg"), tf.io.encode_jpeg(image, quality=90))
+    Image.fromarray(photo(rng, *shape)).save(os.path.join(d, f"{i}.jpg"), quality=90)
 
 
-def measure(config, batches: int, warmup: int = 3) -> tuple[float, float]:
-  """(images per wall second, images per CPU second of this process).
-
-  The second is the per-core rate even on a machine shared with other jobs.
-  """
-  it = data.train_batches(config)
+def measure(config, seconds: float, warmup: int = 2) -> float:
+  """Images per wall second over about `seconds`, after `warmup` batches."""
+  it = data.train_iterator(config)
   for _ in range(warmup):
     next(it)
-  wall, cpu = time.perf_counter(), time.process_time()
-  for _ in range(batches):
+  n, t0 = 0, time.perf_counter()
+  while time.perf_counter() - t0 < seconds:
     b = next(it)
-  wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    n += b["image"].shape[0]
+  rate = n / (time.perf_counter() - t0)
   assert np.isfinite(b["image"]).all()
-  n = batches * b["image"].shape[0]
-  return n / wall, n / cpu
+  return rate
 
 
-def jpeg_config(root: str, tmp: str):
+def folder_config(root: str, tmp: str):
   c = config_lib.base_config()
   c.data.dataset = "folder:" + root
-  c.data.data_dir = os.path.join(tmp, "tfds")
+  c.data.data_dir = os.path.join(tmp, "data")
   c.data.val_split = None
-  c.data.shuffle_buffer = 1000
   c.data.cache = False
+  c.num_epochs = 1000  # long enough for any measurement
   return c
+
+
+def prepared_config(images: int, tmp: str):
+  """Photo-like 340x256 JPEGs through the real `prepare` command into ArrayRecord shards."""
+  from alexnet_jax.data import prepare  # noqa: PLC0415
+  src = os.path.join(tmp, "prepared_src")
+  write_jpegs(src, images, (256, 340))
+  out = os.path.join(tmp, "prepared")
+  prepare.main_for_benchmark(os.path.join(src, "train"), out, "train")
+  c = config_lib.base_config()
+  c.data.dataset = "prepared:" + out
+  c.data.data_dir = os.path.join(tmp, "data")
+  c.data.val_split = None
+  c.data.cache = False
+  c.num_epochs = 1000
+  return c
+
+
+def fmnist_config(tmp: str):
+  sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
+  import small_fashion_mnist  # noqa: PLC0415
+  c = small_fashion_mnist.get_config()
+  c.data.data_dir = os.path.join(tmp, "data")
+  return c
+
+
+def run_input_benchmark(out_json: str | None = None, seconds: float = 10.0,
+                        cases=("prepared", "jpegfull", "fmnist"), workers=None,
+                        images: int = 1024, step_rate: float | None = None) -> dict:
+  """Measures every case at each worker count; returns (and writes, if asked) the figures."""
+  cores = len(os.sched_getaffinity(0))
+  workers = workers or sorted({0, 1, 2, max(1, cores // 2), max(1, cores - 1)})
+  results = {"cores": cores, "seconds_per_point": seconds, "cases": {}}
+  with tempfile.TemporaryDirectory() as tmp:
+    for case in cases:
+      if case == "prepared":
+        c = prepared_config(images, tmp)
+      elif case == "jpegfull":
+        root = os.path.join(tmp, case)
+        write_jpegs(root, images, (375, 500))
+        c = folder_config(root, tmp)
+      elif case == "fmnist":
+        c = fmnist_config(tmp)
+      else:
+        raise SystemExit(f"unknown case {case!r}: use prepared, jpegfull or fmnist")
+      rates = {}
+      for w in workers:
+        c.data.workers, c.data.threads = w, (1 if w == 0 else c.data.threads)
+        rates[w] = measure(c, seconds)
+        base = rates.get(0) or rates[w]
+        print(f"{case:9s} workers={w:2d} {rates[w]:8.0f} img/s"
+              + (f"  ({rates[w] / base:4.1f}x one core)" if w else "  (one core)"), flush=True)
+      results["cases"][case] = {str(w): r for w, r in rates.items()}
+      if step_rate and 0 in rates:
+        need = step_rate / rates[0]
+        results["cases"][case]["cores_for_step_rate"] = need
+        print(f"{case:9s} a step rate of {step_rate:.0f} img/s needs ~{need:.1f} cores at the "
+              "one-core rate (more if scaling is below linear)", flush=True)
+      if out_json:
+        with open(out_json, "w") as f:
+          json.dump(results, f, indent=2)
+  return results
 
 
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--cases", default="jpeg256,jpegfull,fmnist")
-  p.add_argument("--images", type=int, default=1280, help="generated JPEGs per case")
-  p.add_argument("--batches", type=int, default=20, help="timed batches of 128 per JPEG case")
+  p.add_argument("--cases", default="prepared,jpegfull,fmnist")
+  p.add_argument("--workers", default=None, help="comma-separated worker counts (0 = in-process)")
+  p.add_argument("--images", type=int, default=1024, help="generated JPEGs per case")
+  p.add_argument("--seconds", type=float, default=10.0, help="timed seconds per point")
+  p.add_argument("--step_rate", type=float, default=None,
+                 help="a train step's img/s, to print how many cores would feed it")
+  p.add_argument("--out", default=None, help="also write the figures as JSON here")
   args = p.parse_args()
-  cores = len(os.sched_getaffinity(0))
-  print(f"CPU cores available to this process: {cores}")
-  results = {}
-  with tempfile.TemporaryDirectory() as tmp:
-    for case in args.cases.split(","):
-      if case in ("jpeg256", "jpegfull"):
-        root = os.path.join(tmp, case)
-        write_jpegs(root, args.images, (256, 320) if case == "jpeg256" else (375, 500))
-        c = jpeg_config(root, tmp)
-        results[case] = measure(c, args.batches)
-      elif case == "fmnist":
-        sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
-        import small_fashion_mnist
-        c = small_fashion_mnist.get_config()
-        results[case] = measure(c, 400, warmup=5)
-      else:
-        raise SystemExit(f"unknown case {case!r}")
-      total, per_cpu_second = results[case]
-      print(f"{case:9s} {total:7.0f} images/s total, {total / cores:6.0f} per core (wall / cores), "
-            f"{per_cpu_second:6.0f} per CPU-second used", flush=True)
+  workers = [int(w) for w in args.workers.split(",")] if args.workers else None
+  print(f"CPU cores available to this process: {len(os.sched_getaffinity(0))}")
+  run_input_benchmark(args.out, args.seconds, args.cases.split(","), workers, args.images,
+                      args.step_rate)
 
 
 if __name__ == "__main__":
