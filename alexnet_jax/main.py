@@ -90,7 +90,14 @@ def _short_message(error: Exception, argv) -> str:
 def _parse_flags(argv):
   """absl's flag parsing, but a bad flag or config ends like every other input error here."""
   try:
-    argv = flags.FLAGS(argv)
+    try:
+      argv = flags.FLAGS(argv)
+    except SystemExit:
+      # absl's help flags print the help and exit with 1; asking for help is no failure.
+      if any(a.split("=")[0] in ("--help", "-help", "-h", "-?", "--helpshort", "--helpfull",
+                                 "--helpxml") for a in argv[1:]):
+        sys.exit(0)
+      raise
     config = _CONFIG.value
     if config is not None:
       config.keys()  # config_flags defers a missing file's error to the first access.
