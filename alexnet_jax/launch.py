@@ -417,8 +417,8 @@ def summary_table(results: list[Result]) -> str:
             cells[3 + 2 * i + j] = f"{100 * t[m]:.2f}"
     cells.append(res.detail)
     rows.append(cells)
-  header = ["run", "status", "epoch", "top-1 center", "top-5 center", "top-1 10-crop", "top-5 10-crop",
-            "time", "detail"]
+  header = ["run", "status", "epoch", "top-1 % center", "top-5 % center", "top-1 % 10-crop",
+            "top-5 % 10-crop", "time", "detail"]
   widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
   lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header] + rows]
   lines.insert(1, "  ".join("-" * w for w in widths))
