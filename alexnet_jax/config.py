@@ -151,11 +151,28 @@ def _pool(value):
 
 
 def _bool(v):
+  if v is None:  # A bare `key` in a k=v list means on.
+    return True
   if v in ("1", "true", "True", "on", "yes"):
     return True
   if v in ("0", "false", "False", "off", "no"):
     return False
   raise ValueError(f"expected a boolean (1/0/true/false), got {v!r}")
+
+
+def parse_kv(arg: str | None) -> list[tuple[str, str | None]]:
+  """`lrn=0, towers=1,runlocal` -> [("lrn", "0"), ("towers", "1"), ("runlocal", None)].
+
+  The one parser of the project's `key=value,...` strings: config variants (`apply_variant`)
+  and sweep arguments (`sweep.parse_arg`). Order is kept (variants are edits applied in turn);
+  a bare key has the value None, which `_bool` reads as on.
+  """
+  pairs = []
+  for item in (arg or "").split(","):
+    key, eq, value = item.partition("=")
+    if key.strip():
+      pairs.append((key.strip(), value.strip() if eq else None))
+  return pairs
 
 
 VARIANT_HELP = {
@@ -177,19 +194,15 @@ VARIANT_HELP = {
 
 def apply_variant(c: ml_collections.ConfigDict, arg: str | None, runlocal=None) -> None:
   """Applies `key=value,key2=value2,flag` edits from a config-file argument string."""
-  if not arg:
-    return
-  for item in arg.split(","):
-    item = item.strip()
-    if not item:
-      continue
-    key, _, value = item.partition("=")
+  for key, value in parse_kv(arg):
     try:
       edits = _variant_edits(key, value, runlocal)
-    except (ValueError, KeyError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+      item = key if value is None else f"{key}={value}"
+      reason = e.args[0] if isinstance(e, KeyError) else f"{key} needs a value" if value is None else e
       raise ValueError(
-          f"bad config argument {item!r}: {e}. Known arguments: "
-          + "; ".join(f"{k} ({v})" for k, v in VARIANT_HELP.items())) from None
+          f"bad config argument {item!r}: {reason}. Known arguments: {'; '.join(VARIANT_HELP)} "
+          "(`python -m alexnet_jax.main --help` says what each does).") from None
     for edit in edits:
       edit(c)
 
@@ -227,7 +240,7 @@ def _variant_edits(key, value, runlocal):
   if key == "runlocal":
     if runlocal is None:
       raise ValueError("this config has no runlocal variant")
-    return [runlocal]
+    return [runlocal] if _bool(value) else []
   raise KeyError(f"unknown argument {key!r}")
 
 

@@ -1,7 +1,8 @@
-r"""Runs every run of a sweep file, locally or on SLURM, and says how each one went.
+r"""Runs every run of a sweep file, locally or on SLURM, and says how each one went
+(also installed as the command `alexnet-launch`).
 
     python -m alexnet_jax.launch experiments/fmnist_paper_ablations.py:seeds=2 \
-        --workdir=runs/fmnist_paper_ablations [--parallel=2] [--only=full,no_lrn] [--dry-run]
+        --workdir=runs/fmnist_paper_ablations [--parallel=2] [--only=full,no_lrn] [--dry_run]
     python -m alexnet_jax.launch experiments/paper_ablations.py --workdir=runs/paper_ablations \
         --slurm --slurm_partition=gpu --slurm_gpus=1 --slurm_time=4320
 
@@ -20,10 +21,12 @@ out-of-memory kill or a leak in one run cannot take the others down, and `--para
 N of them going. `--in_process` runs them one after another inside this process instead
 (what tests and debuggers want). With `--slurm` each run is a submitit job, requeued on
 preemption or timeout to resume from its checkpoint; submitit is an optional extra:
-`pip install 'alexnet-jax[slurm]'`.
+`pip install -e '.[slurm]'` in a checkout of this repository.
 
-Exit status: 0 when every selected run has finished (or was submitted), 1 when any failed,
-2 when the sweep or a config is wrong, 130 on Ctrl-C.
+Flags are spelt with underscores, as in `alexnet_jax.main` (--dry_run, --in_process,
+--slurm_partition). Exit status: 0 when every selected run has finished (or was submitted),
+1 when any failed, 2 when the sweep, a config or a flag is wrong (one line saying which;
+--traceback shows the Python traceback), 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from typing import Callable, TextIO
 
 import ml_collections
 
+import alexnet_jax
 from alexnet_jax import report
 from alexnet_jax import sweep as sweep_lib
 from alexnet_jax.sweep import Run, SweepError
@@ -325,6 +329,7 @@ class SlurmJob:
     self.train_fn = train_fn
 
   def __call__(self, run: Run, workdir: str):
+    alexnet_jax.use_default_xla_flags()  # A job's process starts here, not in run().
     config = sweep_lib.resolve(run)
     wd = pathlib.Path(workdir)
     p = Planned(run, wd, config, run_state(wd))
@@ -343,8 +348,8 @@ def _import_submitit():
   try:
     import submitit
   except ImportError:
-    raise LaunchError("--slurm needs submitit, an optional extra: pip install 'alexnet-jax[slurm]' "
-                      "(or pip install submitit).") from None
+    raise LaunchError("--slurm needs submitit, an optional extra: pip install -e '.[slurm]' in "
+                      "this repository (or pip install submitit).") from None
   return submitit
 
 
@@ -412,8 +417,8 @@ def summary_table(results: list[Result]) -> str:
             cells[3 + 2 * i + j] = f"{100 * t[m]:.2f}"
     cells.append(res.detail)
     rows.append(cells)
-  header = ["run", "status", "epoch", "top-1 center", "top-5 center", "top-1 10-crop", "top-5 10-crop",
-            "time", "detail"]
+  header = ["run", "status", "epoch", "top-1 % center", "top-5 % center", "top-1 % 10-crop",
+            "top-5 % 10-crop", "time", "detail"]
   widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
   lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header] + rows]
   lines.insert(1, "  ".join("-" * w for w in widths))
@@ -479,19 +484,34 @@ def launch(sweep_spec: str | None, workdir: str | os.PathLike, *, runs: list[Run
   return sorted(results, key=lambda r: order.get(r.name, len(order)))
 
 
+class _Parser(argparse.ArgumentParser):
+  """argparse, plus the underscore spelling when a hyphenated flag is not known."""
+
+  def error(self, message):
+    known = {o for a in self._actions for o in a.option_strings}
+    for word in message.replace(",", " ").split():
+      fixed = "--" + word[2:].replace("-", "_")
+      if word.startswith("--") and "-" in word[2:] and fixed.split("=")[0] in known:
+        message += f" (flags are spelt with underscores here: {fixed.split('=')[0]})"
+        break
+    super().error(message)
+
+
 def _parser():
-  p = argparse.ArgumentParser(prog="python -m alexnet_jax.launch", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = _Parser(prog="python -m alexnet_jax.launch", description=__doc__,
+              formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("sweep", help="experiments/<sweep>.py or experiments/<sweep>.py:<arg>")
   p.add_argument("--workdir", required=True, help="sweep folder; each run trains in <workdir>/<run name>")
   p.add_argument("--parallel", type=int, default=1, help="runs at a time, each in its own process")
   p.add_argument("--only", help="comma-separated run names or globs (a group name selects all its seeds)")
-  p.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
+  p.add_argument("--dry_run", action="store_true",
                  help="print the runs, their state and single-run commands; run nothing")
-  p.add_argument("--in_process", "--in-process", dest="in_process", action="store_true",
+  p.add_argument("--in_process", action="store_true",
                  help="train the runs one after another inside this process")
+  p.add_argument("--traceback", action="store_true",
+                 help="on a sweep or config error, show the Python traceback")
   p.add_argument("--log", choices=("tee", "inherit"), default="tee", help=argparse.SUPPRESS)
-  s = p.add_argument_group("SLURM (through submitit: pip install 'alexnet-jax[slurm]')")
+  s = p.add_argument_group("SLURM (through submitit: pip install -e '.[slurm]')")
   s.add_argument("--slurm", action="store_true", help="submit each run as a SLURM job")
   s.add_argument("--slurm_partition")
   s.add_argument("--slurm_time", type=int, default=4320, help="minutes per job before requeue (default 3 days)")
@@ -522,6 +542,8 @@ def main(argv=None, train_fn: TrainFn | None = None, out: TextIO | None = None) 
     results = launch(a.sweep, a.workdir, only=a.only, parallel=a.parallel, dry_run=a.dry_run,
                      in_process=a.in_process, train_fn=train_fn, tee=a.log == "tee", slurm=slurm, out=out)
   except (SweepError, LaunchError) as e:
+    if a.traceback:
+      raise
     print(f"error: {e}", file=sys.stderr)
     return 2
   except _Interrupted as e:
@@ -542,5 +564,11 @@ def main(argv=None, train_fn: TrainFn | None = None, out: TextIO | None = None) 
   return 1 if failed else 0
 
 
-if __name__ == "__main__":
+def run():
+  """The program's start (`python -m alexnet_jax.launch`, `alexnet-launch`, each worker)."""
+  alexnet_jax.use_default_xla_flags()
   sys.exit(main())
+
+
+if __name__ == "__main__":
+  run()

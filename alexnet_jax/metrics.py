@@ -5,19 +5,18 @@ TensorBoard gets the same numbers as scalars for live viewing. Each row is flush
 is written so that a run killed mid-epoch keeps everything it logged, and `read_metrics`
 accepts the half-written line such a kill can leave behind.
 
-The TensorBoard events are written with tensorboard's own record writer and protos rather
-than `tf.summary`: same file format, but no TensorFlow import (seconds and hundreds of MB)
-in a process that may not otherwise need it.
+TensorBoard events are written with tensorboardX (no TensorFlow needed), and each run's
+config goes with them as hyper-parameters for the HParams view.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import logging as std_logging
 import math
 import os
 import shutil
-import socket
 import sys
 import time
 from typing import Any, Callable, TextIO
@@ -82,33 +81,51 @@ def _repair(path: str, drop_after_step: int | None) -> None:
     f.writelines(keep)
 
 
+def hparams(config) -> dict[str, str | float | bool]:
+  """A config's fields as TensorBoard hyper-parameters: {"optim.lr": 0.01, ...}.
+
+  The HParams view takes numbers, text and booleans only, so tuples become their text and
+  unset (None) fields are left out.
+  """
+  items = config.to_dict().items() if hasattr(config, "to_dict") else config.items()
+  out = {}
+  for key, value in items:
+    if isinstance(value, dict) or hasattr(value, "to_dict"):
+      out.update({f"{key}.{k}": v for k, v in hparams(value).items()})
+    elif isinstance(value, (str, bool, int, float)):
+      out[key] = value
+    elif value is not None:
+      out[key] = str(value)
+  return out
+
+
 class _EventFile:
-  """Appends scalar summaries to a fresh TensorBoard event file in `logdir`."""
+  """One TensorBoard event file in `logdir`: the run's hyper-parameters, then its scalars.
 
-  def __init__(self, logdir: str):
-    # Imported here so that readers of metrics.jsonl never pay for protobuf.
-    from tensorboard.compat.proto import event_pb2, summary_pb2
-    from tensorboard.summary.writer.record_writer import RecordWriter
+  tensorboardX writes the files without TensorFlow; it is imported here so that readers of
+  metrics.jsonl never pay for it.
+  """
 
-    self._event_pb2, self._summary_pb2 = event_pb2, summary_pb2
-    os.makedirs(logdir, exist_ok=True)
-    # A new file per writer (TensorBoard merges all files of a directory), named the way
-    # TensorBoard looks for them; the pid and counter keep resumes and tests apart.
-    name = "events.out.tfevents.%010d.%s.%d.%d" % (
-        time.time(), socket.gethostname(), os.getpid(), next(_file_ids))
-    self.path = os.path.join(logdir, name)
-    self._writer = RecordWriter(open(self.path, "wb"))
-    self._write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+  def __init__(self, logdir: str, hyper: dict | None):
+    from tensorboardX import SummaryWriter
+    from tensorboardX.summary import hparams as hparams_summaries
+
+    # A new file per writer (TensorBoard merges all files of a directory); the pid and
+    # counter keep a resume within the same second, and tests, from overwriting a file.
+    self._writer = SummaryWriter(logdir, flush_secs=10,
+                                 filename_suffix=f".{os.getpid()}.{next(_file_ids)}")
+    if hyper:
+      # Only the session's start: with no experiment summary TensorBoard infers the sweep's
+      # hyper-parameters and metrics from all its runs (and marks those that differ), and no
+      # end record means no run is shown as finished that crashed.
+      _, start, _ = hparams_summaries(hyper, {})
+      self._writer.file_writer.add_summary(start)
     self._writer.flush()
-
-  def _write(self, event):
-    self._writer.write(event.SerializeToString())
 
   def scalars(self, step: int, values: dict[str, float]) -> None:
-    summary = self._summary_pb2.Summary(value=[
-        self._summary_pb2.Summary.Value(tag=tag, simple_value=v) for tag, v in values.items()])
-    self._write(self._event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
-    self._writer.flush()
+    for tag, value in values.items():
+      self._writer.add_scalar(tag, value, int(step))
+    self._writer.flush()  # A killed run keeps what it logged.
 
   def close(self):
     self._writer.close()
@@ -122,12 +139,16 @@ class MetricWriter:
   a multi-view evaluation (crops other than "center") use f"{kind}_{crops}/{key}" so the
   center and ten-crop test results of the same step do not overwrite each other.
 
+  `config` (a ConfigDict or nested dict) is written as the run's hyper-parameters, so that
+  TensorBoard's HParams view can filter and compare the runs of a sweep.
+
   With `enabled=False` (every process but 0 in a multi-host run) nothing is created or
   written. `drop_after_step`, for resumed runs, removes rows logged after the checkpoint
   being resumed so the file reads like one uninterrupted run.
   """
 
-  def __init__(self, workdir: str, *, enabled: bool = True, drop_after_step: int | None = None):
+  def __init__(self, workdir: str, *, enabled: bool = True, drop_after_step: int | None = None,
+               config=None):
     self.workdir = workdir
     self.enabled = enabled
     self._file: TextIO | None = None
@@ -138,7 +159,8 @@ class MetricWriter:
     path = os.path.join(workdir, METRICS_FILE)
     _repair(path, drop_after_step)
     self._file = open(path, "a", encoding="utf-8")
-    self._events = _EventFile(os.path.join(workdir, TB_DIR))
+    self._events = _EventFile(os.path.join(workdir, TB_DIR),
+                              None if config is None else hparams(config))
 
   def write(self, row: dict) -> None:
     if not self.enabled:
@@ -213,19 +235,37 @@ def _fmt_duration(seconds: float) -> str:
   return f"{h}:{m:02d}:{s:02d}"
 
 
-def _fmt_value(v) -> str:
+def _fmt_value(key: str, v) -> str:
+  if key.endswith("_err") and _is_scalar(v):  # Errors read as percentages everywhere.
+    return f"{100 * v:.2f}%"
   if isinstance(v, float):
     return f"{v:.4g}"
   return str(v)
 
 
+class _ClearBar(std_logging.Filter):
+  """Erases the progress bar before a log handler writes, so the record starts its own line."""
+
+  def __init__(self, progress: "Progress"):
+    super().__init__()
+    self._progress = progress
+
+  def filter(self, record):
+    self._progress.clear()
+    return True
+
+
 class Progress:
   """Console progress: a bar redrawn in place on a terminal, plain log lines otherwise.
 
-  `update(step, **scalars)` reports that `step` steps are done. img/s is measured since
-  the previous update; the ETA uses the mean rate since the first update, which keeps the
-  first step's compilation out of it. Pass `steps_per_epoch` (or an `epoch` scalar) to
-  show the epoch. `stream`, `interactive` and `clock` exist for tests.
+  `update(step, **scalars)` reports that `step` steps are done. img/s is the
+  `images_per_sec` scalar when given (the number metrics.jsonl gets, so the two agree),
+  else measured since the previous update; the ETA uses the mean rate since the first
+  update, which keeps the first step's compilation out of it. Pass `steps_per_epoch` (or
+  an `epoch` scalar) to show the epoch. Scalars named `*_err` show as percentages. While a
+  bar is on screen, log records first erase it (then it is redrawn on the next update), so
+  a log line never continues the bar's line. `stream`, `interactive` and `clock` exist
+  for tests.
   """
 
   def __init__(self, total_steps: int, start_step: int, batch_size: int, *,
@@ -247,6 +287,12 @@ class Progress:
     self._last = self._start
     self._last_draw = -math.inf
     self._drawn = False
+    self._handlers = []
+    if interactive:
+      self._filter = _ClearBar(self)
+      self._handlers = list(std_logging.getLogger().handlers)
+      for h in self._handlers:
+        h.addFilter(self._filter)
 
   def line(self, step: int, **scalars) -> str:
     """The text of one progress report (also what the log lines contain)."""
@@ -264,15 +310,18 @@ class Progress:
       epoch = step / self.steps_per_epoch
     if epoch is not None:
       parts.append(f"epoch {epoch:.2f}")
+    ips = scalars.pop("images_per_sec", None)
     dt = now - last_t
-    if dt > 0 and step > last_step:
-      parts.append(f"{(step - last_step) * self.batch_size / dt:.0f} img/s")
+    if ips is None and dt > 0 and step > last_step:
+      ips = (step - last_step) * self.batch_size / dt
+    if ips is not None:
+      parts.append(f"{ips:.0f} img/s")
     elapsed = now - first_t
     done = step - first_step
     eta = (self.total_steps - step) * elapsed / done if done > 0 and elapsed > 0 else math.nan
     parts.append(f"ETA {_fmt_duration(eta)}")
     if scalars:
-      parts.append(" ".join(f"{k} {_fmt_value(v)}" for k, v in scalars.items()))
+      parts.append(" ".join(f"{k} {_fmt_value(k, v)}" for k, v in scalars.items()))
     return " | ".join(parts)
 
   def update(self, step: int, **scalars) -> None:
@@ -298,6 +347,9 @@ class Progress:
       self._drawn = False
 
   def close(self) -> None:
+    for h in self._handlers:
+      h.removeFilter(self._filter)
+    self._handlers = []
     if self.interactive and self._drawn:
       self._stream.write("\n")
       self._stream.flush()

@@ -3,7 +3,7 @@ r"""torchvision's pretrained AlexNet in this repo's model, evaluated through thi
     python -m alexnet_jax.pretrained --torch_weights=alexnet-owt-7be5be79.pth \
         --workdir=runs/tv_alexnet [--config.data.data_dir=...] [--crops=center,ten]
 
-converts the `.pth` state dict (torch is an optional extra: `pip install 'alexnet-jax[torch]'`)
+converts the `.pth` state dict (torch is an optional extra: `pip install -e '.[torch]'`)
 for the model of configs/torchvision_alexnet.py, checks on random images that the converted
 net gives torch's logits, saves the params to <workdir>/params.npz (`load_params` reads them
 back) and evaluates them on ImageNet val: center crop and the paper's 10 crops, next to the
@@ -44,7 +44,7 @@ TORCH_NAMES = {"conv1": "features.0", "conv2": "features.3", "conv3": "features.
 TORCHVISION_MODEL = {"towers": 1, "conv_layers": (1, 2, 3, 4, 5), "conv_strides": (4, 1, 1, 1, 1),
                      "conv_padding": (2, 2, 1, 1, 1), "lrn": False, "pool_after": (1, 2, 5),
                      "pool_window": 3, "pool_stride": 2, "activation": "relu"}
-NEEDS_TORCH = "Reading .pth files needs PyTorch: pip install 'alexnet-jax[torch]'"
+NEEDS_TORCH = "Reading .pth files needs PyTorch: pip install -e '.[torch]'"
 
 
 class ConversionError(config_lib.ConfigError):

@@ -68,17 +68,13 @@ def join_variant(*parts: str | None) -> str:
 
 
 def parse_arg(arg: str | None, defaults: dict[str, Any], where: str) -> dict[str, Any]:
-  """Parses a sweep argument `seeds=2,epochs=10,runlocal` against typed defaults.
+  """Reads a sweep argument `seeds=2,epochs=10,runlocal` (`config.parse_kv`) against typed defaults.
 
   A bare key sets a boolean default to True. Values take the type of their default
   (a default of None keeps the value as text).
   """
   out = dict(defaults)
-  for item in (arg or "").split(","):
-    item = item.strip()
-    if not item:
-      continue
-    key, eq, value = item.partition("=")
+  for key, value in C.parse_kv(arg):
     if key not in defaults:
       raise SweepError(
           f"{where}: unknown sweep argument {key!r}. Known: "
@@ -86,16 +82,15 @@ def parse_arg(arg: str | None, defaults: dict[str, Any], where: str) -> dict[str
     default = defaults[key]
     try:
       if isinstance(default, bool):
-        out[key] = C._bool(value) if eq else True
-      elif not eq:
+        out[key] = C._bool(value)
+      elif value is None:
         raise ValueError("needs a value")
-      elif isinstance(default, int):
-        out[key] = int(value)
-      elif isinstance(default, float):
-        out[key] = float(value)
+      elif isinstance(default, (int, float)):
+        out[key] = type(default)(value)
       else:
         out[key] = value
     except ValueError as e:
+      item = key if value is None else f"{key}={value}"
       raise SweepError(f"{where}: sweep argument {item!r}: {e} (default is {default!r}).") from None
   return out
 

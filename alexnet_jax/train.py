@@ -134,7 +134,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   start_step = int(state.step)
 
   # Rows a killed run logged after its last checkpoint are replayed on resume: drop them.
-  writer = metrics_lib.MetricWriter(workdir, enabled=is_chief, drop_after_step=start_step)
+  writer = metrics_lib.MetricWriter(workdir, enabled=is_chief, drop_after_step=start_step,
+                                    config=config)
   train_step, eval_step = mesh_lib.make_sharded_steps(spec, tx, mesh, config)
 
   stop = {"signal": False}
@@ -187,8 +188,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         ips = float(jax.device_get(window["count"])) / max(elapsed, 1e-9)  # count is global.
         writer.write({"kind": "train", "step": step, "epoch": epoch, "lr": lr,
                       "images_per_sec": ips, "wall_time": wall_time, **means})
-        # Progress shows its own img/s and ETA; passing ours too would print it twice.
-        progress.update(step, epoch=epoch, lr=lr, loss=means["loss"], top1_err=means["top1_err"])
+        progress.update(step, epoch=epoch, lr=lr, images_per_sec=ips, loss=means["loss"],
+                        top1_err=means["top1_err"])
         window, t_window = None, time.time()
 
       if step % spe == 0:

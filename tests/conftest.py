@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
+import alexnet_jax
+
+# The tests train in this process, so they start it as the programs do (before any backend).
+alexnet_jax.use_default_xla_flags()
+
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 
 
 def run_layers(model, variables, images, **apply_kwargs):

@@ -316,12 +316,29 @@ class StubTrain:
 def test_dry_run_prints_runs_and_commands(sweep_file, tmp_path):
   out = io.StringIO()
   wd = tmp_path / "runs"
-  assert launch.main([sweep_file, f"--workdir={wd}", "--dry-run"], out=out) == 0
+  assert launch.main([sweep_file, f"--workdir={wd}", "--dry_run"], out=out) == 0
   text = out.getvalue()
   assert "3 runs (3 to run, 0 finished)" in text
   assert (f"python -m alexnet_jax.main --config=configs/small_fashion_mnist.py:runlocal "
           f"--workdir={wd}/a --config.optim.lr=0.02") in text
   assert text.count("  start\n") == 3
+  assert not wd.exists()
+
+
+def test_flags_have_one_spelling_and_errors_one_line(sweep_file, tmp_path, capsys):
+  wd = tmp_path / "runs"
+  for hyphenated, fix in (("--dry-run", "--dry_run"), ("--in-process", "--in_process")):
+    with pytest.raises(SystemExit) as e:
+      launch.main([sweep_file, f"--workdir={wd}", hyphenated], out=io.StringIO())
+    assert e.value.code == 2
+    assert f"spelt with underscores here: {fix}" in capsys.readouterr().err
+  bad = str(REPO / "experiments/fmnist_paper_ablations.py:nope=1")
+  assert launch.main([bad, f"--workdir={wd}", "--dry_run"], out=io.StringIO()) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("error: ") and "'nope'" in err and "Traceback" not in err
+  assert len(err.strip().splitlines()) == 1
+  with pytest.raises(SweepError, match="'nope'"):
+    launch.main([bad, f"--workdir={wd}", "--dry_run", "--traceback"], out=io.StringIO())
   assert not wd.exists()
 
 
@@ -345,7 +362,7 @@ def test_skips_finished_runs_and_resumes_others(sweep_file, tmp_path):
   assert launch.main([sweep_file, f"--workdir={wd}", "--in_process"], train_fn=stub2, out=io.StringIO()) == 0
   assert stub2.calls == []
   dry = io.StringIO()
-  launch.main([sweep_file, f"--workdir={wd}", "--dry-run"], out=dry)
+  launch.main([sweep_file, f"--workdir={wd}", "--dry_run"], out=dry)
   assert dry.getvalue().count("skip (finished)") == 3
 
 
@@ -416,7 +433,7 @@ def test_worker_command_runs_one_run_in_process(sweep_file, tmp_path):
 def test_slurm_without_submitit_says_how_to_install(sweep_file, tmp_path, monkeypatch, capsys):
   monkeypatch.setitem(sys.modules, "submitit", None)  # Makes `import submitit` fail.
   assert launch.main([sweep_file, f"--workdir={tmp_path}", "--slurm"]) == 2
-  assert "pip install 'alexnet-jax[slurm]'" in capsys.readouterr().err
+  assert "pip install -e '.[slurm]'" in capsys.readouterr().err
 
 
 def test_slurm_path_through_submitit_debug_executor(sweep_file, tmp_path):

@@ -74,15 +74,20 @@ def test_missing_file_disabled_writer_and_bad_rows(tmp_path):
       w.write({"kind": "train", "step": 1, "logits": np.zeros(3)})
 
 
+def _accumulator(workdir):
+  from tensorboard.backend.event_processing import event_accumulator
+
+  acc = event_accumulator.EventAccumulator(os.path.join(workdir, metrics.TB_DIR))
+  acc.Reload()
+  return acc
+
+
 def test_tensorboard_events_have_tags_and_values(tmp_path):
   workdir = str(tmp_path)
   with metrics.MetricWriter(workdir) as w:
     for row in _rows():
       w.write(row)
-  from tensorboard.backend.event_processing import event_accumulator
-
-  acc = event_accumulator.EventAccumulator(os.path.join(workdir, metrics.TB_DIR))
-  acc.Reload()
+  acc = _accumulator(workdir)  # TensorBoard's own reader, not the writing library's.
   tags = set(acc.Tags()["scalars"])
   assert {"train/loss", "train/lr", "train/images_per_sec", "val/top1_err",
           "test_ten/top1_err"} <= tags
@@ -93,6 +98,41 @@ def test_tensorboard_events_have_tags_and_values(tmp_path):
   assert (val.step, val.value) == (20, pytest.approx(0.4))
   (test,) = acc.Scalars("test_ten/top1_err")
   assert (test.step, test.value) == (20, pytest.approx(0.65))
+  with pytest.raises(KeyError):  # No config given, no hyper-parameters.
+    acc.PluginTagToContent("hparams")
+
+
+def test_tensorboard_hparams_are_the_configs_fields(tmp_path):
+  from alexnet_jax import config as config_lib
+  from tensorboard.plugins.hparams import metadata
+
+  c = config_lib.base_config()
+  c.optim.lr = 0.02
+  c.model.lrn = False
+  workdir = str(tmp_path)
+  with metrics.MetricWriter(workdir, config=c) as w:
+    w.write({"kind": "val", "step": 5, "top1_err": 0.5})
+  acc = _accumulator(workdir)
+  content = acc.PluginTagToContent("hparams")
+  assert set(content) == {"_hparams_/session_start_info"}
+  start = metadata.parse_session_start_info_plugin_data(content["_hparams_/session_start_info"])
+  got = {k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind")) for k, v in start.hparams.items()}
+  # Every field of the config that has a value, under its dotted name.
+  def flat(d, prefix=""):
+    for k, v in d.items():
+      if isinstance(v, dict):
+        yield from flat(v, f"{prefix}{k}.")
+      elif v is not None:
+        yield f"{prefix}{k}", v
+  expected = dict(flat(c.to_dict()))
+  assert set(got) == set(expected)
+  assert got["optim.lr"] == pytest.approx(0.02)
+  assert got["model.lrn"] is False
+  assert got["batch_size"] == 128.0 and got["data.dataset"] == "imagenet2012"
+  assert got["model.conv_features"] == "(96, 256, 384, 384, 256)"
+  assert "data.test_split" not in got  # None: not a value the HParams view can show.
+  (val,) = acc.Scalars("val/top1_err")  # The scalars still land beside them.
+  assert val.value == pytest.approx(0.5)
 
 
 class _Clock:
@@ -136,3 +176,41 @@ def test_progress_interactive_redraws_one_line():
   assert out.count("\n") == 1 and out.endswith("\n")
   assert out.count("\r") == 10
   assert "step 10/10 (100.0%) | epoch 2.00 | 4 img/s | ETA 0:00:00" in out
+
+
+def test_progress_shows_the_given_rate_and_errors_in_percent(caplog):
+  clock = _Clock()
+  p = metrics.Progress(100, 0, 32, stream=io.StringIO(), clock=clock)
+  ips = 1234.56  # What train.py also writes to metrics.jsonl for this step.
+  with caplog.at_level(logging.INFO):
+    clock.t += 1.0  # 10 steps x 32 in 1 s would measure 320 img/s: the given rate wins.
+    p.update(10, images_per_sec=ips, loss=1.25, top1_err=0.4321, top5_err=0.05)
+  (line,) = [r.getMessage() for r in caplog.records if "step " in r.getMessage()]
+  assert f"| {ips:.0f} img/s |" in line and "320 img/s" not in line
+  assert "loss 1.25 top1_err 43.21% top5_err 5.00%" in line
+  assert "images_per_sec" not in line
+
+
+def test_a_log_record_erases_the_bar_before_its_line():
+  stream = io.StringIO()
+  handler = logging.StreamHandler(stream)
+  root = logging.getLogger()
+  root.addHandler(handler)
+  try:
+    clock = _Clock()
+    p = metrics.Progress(10, 0, 4, stream=stream, interactive=True, clock=clock)
+    clock.t += 1.0
+    p.update(5)
+    logging.getLogger("absl").warning("eval says hello")
+    clock.t += 1.0
+    p.update(6)
+    p.close()
+  finally:
+    root.removeHandler(handler)
+  out = stream.getvalue()
+  bar, after = out.split("eval says hello\n")
+  # The bar was drawn, then erased to the start of the line before the record was written.
+  assert "step 5/10" in bar and bar.endswith("\r\x1b[K")
+  assert "step 6/10" in after and after.endswith("\n")
+  # Once closed, the progress leaves the handler as it found it.
+  assert not handler.filters
