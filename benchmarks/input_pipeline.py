@@ -79,7 +79,7 @@ def prepared_config(images: int, tmp: str):
   src = os.path.join(tmp, "prepared_src")
   write_jpegs(src, images, (256, 340))
   out = os.path.join(tmp, "prepared")
-  prepare.main_for_benchmark(os.path.join(src, "train"), out, "train")
+  prepare.prepare(os.path.join(src, "train"), out, "train", progress=False)
   c = config_lib.base_config()
   c.data.dataset = "prepared:" + out
   c.data.data_dir = os.path.join(tmp, "data")

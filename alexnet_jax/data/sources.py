@@ -205,6 +205,59 @@ class FolderSource(Source):
     return h.hexdigest()[:16]
 
 
+class PreparedSource(Source):
+  """Splits written by `python -m alexnet_jax.data.prepare`: ROOT/<split>/ ArrayRecord shards of
+  JPEGs with a 256px shorter side, each split with its manifest (classes, counts, checksums)."""
+
+  def __init__(self, name: str, root: str, data_dir: str):
+    from alexnet_jax.data import prepare  # noqa: PLC0415  (array_record loads only here)
+    self.name, self.root = name, os.path.abspath(root)
+    if not os.path.isdir(self.root):
+      raise DatasetError(
+          f"config.data.dataset={name!r}: {self.root} is not a directory. Make it with `python -m "
+          "alexnet_jax.data.prepare --src=... --out=DIR --split=train` and set "
+          f"config.data.dataset='{PREPARED_PREFIX}DIR'.")
+    self._splits = {}
+    for split in sorted(os.listdir(self.root)):
+      if os.path.exists(os.path.join(self.root, split, prepare.MANIFEST)):
+        try:
+          self._splits[split] = prepare.ArrayRecordImages(self.root, split)
+        except prepare.PrepareError as e:
+          raise DatasetError(f"config.data.dataset={name!r}: {e}") from None
+    if not self._splits:
+      raise DatasetError(
+          f"config.data.dataset={name!r}: no prepared split (<split>/{prepare.MANIFEST}) in "
+          f"{self.root}; an unfinished `prepare` finishes when rerun with the same arguments.")
+    classes = {tuple(s.classes) for s in self._splits.values()}
+    if len(classes) > 1:
+      raise DatasetError(
+          f"config.data.dataset={name!r}: the splits in {self.root} list different classes; "
+          "prepare the other splits with --classes_from=<the train split> so labels agree.")
+    self.num_classes = len(classes.pop())
+    self.channels = 3
+    self.stats_dir = os.path.join(data_dir, "alexnet_stats")
+    digest = hashlib.sha1(self.root.encode()).hexdigest()[:8]
+    self.key = f"prepared_{os.path.basename(self.root)}_{digest}"
+
+  def split_names(self):
+    return list(self._splits)
+
+  def split_size(self, split):
+    return len(self._splits[split])
+
+  def example(self, split, index, size):
+    images = self._splits[split]
+    jpeg, label, name = images.record(index)
+    where = f"{self.root}/{split} record {index} ({name})"
+    return decode_lib.decode_square(jpeg, self.channels, size, path=where), int(label)
+
+  def fingerprint(self, split):
+    h = hashlib.sha256()
+    for shard in self._splits[split].manifest["shards"]:
+      h.update(f"{shard['file']}:{shard['sha256']}\n".encode())
+    return h.hexdigest()[:16]
+
+
 class TfdsSource(Source):
   """A TFDS dataset prepared in the array_record format, read through `tfds.data_source`."""
 
@@ -280,8 +333,7 @@ def _open(name: str, data_dir: str, manual_dir: str | None) -> Source:
   if name.startswith(FOLDER_PREFIX):
     return FolderSource(name, os.path.expanduser(name[len(FOLDER_PREFIX):]), data_dir)
   if name.startswith(PREPARED_PREFIX):
-    from alexnet_jax.data import prepared  # noqa: PLC0415
-    return prepared.PreparedSource(name, os.path.expanduser(name[len(PREPARED_PREFIX):]), data_dir)
+    return PreparedSource(name, os.path.expanduser(name[len(PREPARED_PREFIX):]), data_dir)
   if name == "fashion_mnist_offline":
     return fashion_mnist(manual_dir, data_dir)
   try:
