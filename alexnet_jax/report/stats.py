@@ -143,6 +143,4 @@ def fmt_p(p: float | None) -> str:
     return "-"
   if p < 0.001:
     return "<0.001"
-  if p < 0.01:
-    return f"{p:.3f}"
-  return f"{p:.2f}"
+  return f"{p:.2g}"  # Fixed-point from 0.001 up: 0.0042, 0.013, 0.34, 1.
