@@ -29,7 +29,12 @@ def make_report(paths: list[str], out: str | None = None, runs: str | None = Non
   """Writes the report; returns {"markdown", "out", "files", ...} for callers and tests."""
   all_runs = runs_lib.select(runs_lib.discover(paths), runs)
   if not all_runs:
-    raise ValueError(f"no runs (folders with metrics.jsonl) under {paths}" + (f" matching {runs!r}" if runs else ""))
+    hint = ""
+    if any((pathlib.Path(p) / "report.md").is_file() for p in paths):
+      hint = (": this folder holds a report but not the runs it came from; commit the raw runs with "
+              "`python -m alexnet_jax.report RUNS --export=FOLDER`")
+    raise ValueError(f"no runs (folders with metrics.jsonl) under {paths}" + (f" matching {runs!r}" if runs else "")
+                     + hint)
   out_dir = pathlib.Path(out) if out else (
       pathlib.Path(paths[0]) / "report" if len(paths) == 1 else pathlib.Path(os.path.commonpath(paths)) / "report")
   out_dir.mkdir(parents=True, exist_ok=True)
