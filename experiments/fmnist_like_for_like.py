@@ -34,6 +34,16 @@ Two things differ from `fmnist_paper_ablations.py` (issue 12), each measured wit
    and augmentation, which is the setting where those two can show what they are for.
    The train/val gap of `full` is measured in the results README before the study is read.
 
+Learning rate and init (`lr`, `init_std`): not yet verified by a run. A 10-minute pilot of
+`full` on 10,000 images (carved with val_fraction, CPU shared with other work) at the small
+net's lr 0.01 did not learn: with init_std 0.03 the training loss was 4.7 at step 50 and 3.9
+over epoch 1 (chance: 2.30); with 0.02 it jumped to 7.0 within 10 steps and stuck at 2.31 by
+step 40; with He init it was NaN by step 10. The fc layers are 3.5x wider than the small net's,
+and a step of SGD moves the logits in proportion to that width, so the defaults scale the LR by
+512/1792 (0.01 -> 0.003) and take init_std 0.02, at which the wide net's initial logits have the
+spread of the small net's at 0.03 (1.0 vs 0.9, measured on random inputs). Pilot one run of
+`full` (`--only=full.s0`) and read its first epoch before launching the rest.
+
 Needs `config.data.train_examples` (the first N examples of the training range) for `subset`;
 where the config has no such field, `subset=0` trains on all 54,000 images instead.
 
@@ -44,7 +54,7 @@ so ~10-20 h at --parallel=2; minutes each on one GPU. ReLU vs tanh has its own p
 (experiments/fmnist_figure1.py) and is not repeated here.
 
 Sweep arguments: seeds=N (5), epochs=N (30), subset=N (10000; 0 = all), drops=E+E (default
-50%+75% of epochs), middle=3|4|3+4 (4), runlocal (20 steps per run).
+50%+75% of epochs), middle=3|4|3+4 (4), lr=X (0.003), init_std=X (0.02), runlocal (20 steps per run).
 """
 
 from alexnet_jax import config as C
@@ -60,7 +70,7 @@ SWITCHES = (("full", ""), ("no_lrn", "lrn=0"), ("pool_2x2", "pool=2x2"), ("one_t
 def get_sweep(arg=None):
   where = "experiments/fmnist_like_for_like.py"
   a = sweep.parse_arg(arg, {"seeds": 5, "epochs": 30, "subset": 10_000, "drops": "", "middle": "4",
-                            "runlocal": False}, where)
+                            "lr": 0.003, "init_std": 0.02, "runlocal": False}, where)
   if a["drops"]:
     try:
       drops = tuple(float(e) for e in a["drops"].split("+"))
@@ -72,7 +82,8 @@ def get_sweep(arg=None):
   if any(m not in ("2", "3", "4") for m in middle):
     raise sweep.SweepError(f"{where}: middle={a['middle']!r}: give middle conv layers 2, 3 or 4, joined by '+'.")
   overrides = {"model.input_size": CROP, "data.crop_size": CROP, "data.image_size": IMAGE,
-               "model.fc_features": FC, "optim.schedule": "steps", "optim.step_epochs": drops}
+               "model.fc_features": FC, "model.init_std": a["init_std"], "optim.lr": a["lr"],
+               "optim.schedule": "steps", "optim.step_epochs": drops}
   if a["subset"]:
     if "train_examples" not in C.base_config().data:
       raise sweep.SweepError(

@@ -38,11 +38,13 @@ def test_like_for_like_pools_and_towers_match_the_papers_comparisons():
   paper_change = 1 - count_params(_params(paper_one, 3)) / count_params(_params(paper, 3))
   assert paper_change == pytest.approx(0.0191, abs=1e-4)
   assert 1 - n_tower / n_full == pytest.approx(0.0197, abs=1e-4)
-  assert tower.model.conv_features[4] == full.model.conv_features[4] and tower.model.fc_features == full.model.fc_features
+  assert tower.model.conv_features[4] == full.model.conv_features[4]
+  assert tower.model.fc_features == full.model.fc_features
   # The regime: every run annealed twice, at the same epochs.
   for c in cfg.values():
     assert c.optim.schedule == "steps" and len(c.optim.step_epochs) == 2 and c.num_epochs == 30
     assert max(c.optim.step_epochs) < c.num_epochs and c.data.eval_crops == "ten"
+    assert (c.optim.lr, c.model.init_std) == (0.003, 0.02)
   assert {sweep.split_name(n)[0] for n in cfg} == {"full", "no_lrn", "pool_2x2", "one_tower", "no_pca",
                                                   "no_dropout", "no_aug", "no_conv4"}
 

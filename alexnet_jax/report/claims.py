@@ -141,7 +141,8 @@ def verdict(s: stats.Summary, p_holm: float | None, paper: float | None, null: f
 
   held / reversed: the Holm-adjusted p is below ALPHA, in the paper's direction or against it.
   refuted: not significant, and the 95% CI holds no effect (reaches `null`) but lies wholly below
-  the paper's size, so an effect as large as the paper's is ruled out. Otherwise the direction of the mean, not resolved.
+  the paper's size, so an effect as large as the paper's is ruled out. Otherwise the direction
+  of the mean, not resolved.
   size: how the CI stands to the paper's number (smaller / consistent / larger).
   """
   if s.n == 0:
