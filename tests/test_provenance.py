@@ -73,3 +73,15 @@ def test_resume_warning_names_the_changed_fields(tmp_path, monkeypatch):
   train._record_config(c, str(tmp_path))
   assert warnings == [f"Resuming {tmp_path} with a changed config: model.dropout, optim.lr"]
   assert json.loads((tmp_path / "config.json").read_text())["optim"]["lr"] == pytest.approx(0.02)
+
+
+def test_training_records_provenance_in_the_workdir(tmp_path):
+  from alexnet_jax import train
+  from test_train import make_folder_dataset, tiny_config
+
+  c = tiny_config(make_folder_dataset(str(tmp_path / "images")), str(tmp_path / "tfds"))
+  c.max_steps = 2
+  train.train_and_evaluate(c, str(tmp_path / "run"))
+  (entry,) = provenance.read(tmp_path / "run")
+  assert entry["devices"]["count"] == len(jax.devices()) and entry["packages"]["jax"] == jax.__version__
+  assert entry["command"] == [sys.executable, *sys.argv]
