@@ -13,7 +13,6 @@ import math
 from typing import Sequence
 
 import numpy as np
-from scipy import stats as sps
 
 CONFIDENCE = 0.95
 ALPHA = 0.05
@@ -85,6 +84,8 @@ def summarize(values: Sequence[float], confidence: float = CONFIDENCE) -> Summar
     # Every seed gave the same value: the t-test divides by a zero spread. There is no honest p
     # or interval from n equal numbers, so say that instead of printing t = ±inf (or 1e15).
     return Summary(vals, mean, 0.0, note=f"no spread: all {v.size} equal")
+  from scipy import stats as sps  # Deferred: the launcher imports the report and needs no scipy.
+
   res = sps.ttest_1samp(v, 0.0)
   ci = res.confidence_interval(confidence)
   return Summary(vals, mean, std, (float(ci.low), float(ci.high)), float(res.statistic), float(res.pvalue))
