@@ -371,3 +371,20 @@ def small_model(c: ml_collections.ConfigDict, *, num_classes=10, crop=28) -> Non
   # gain of 0.5-1; with fan-ins of 250-600 it would shrink the signal ~5x per layer and the
   # net does not learn (measured: loss stuck at ln 10 for 2 epochs). 0.03 restores the gain.
   m.init_std = 0.03
+
+
+def diff(a: dict, b: dict, ignore=()) -> dict[str, tuple]:
+  """{dotted field: (a's value, b's value)} of the fields that differ between two configs as
+  nested dicts (config.json, or `ConfigDict.to_dict()`); a field only one has reads as None.
+  The resume warning and the report's "config change" column both use it."""
+  def flat(d, prefix=""):
+    if not isinstance(d, dict):
+      return {prefix[:-1]: d}
+    out = {}
+    for k, v in d.items():
+      out.update(flat(v, f"{prefix}{k}."))
+    return out
+
+  fa, fb = flat(a), flat(b)
+  return {k: (fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb))
+          if k not in ignore and fa.get(k) != fb.get(k)}

@@ -27,6 +27,7 @@ from alexnet_jax import files
 from alexnet_jax import mesh as mesh_lib
 from alexnet_jax import metrics as metrics_lib
 from alexnet_jax import optim
+from alexnet_jax import provenance
 from alexnet_jax import step as step_lib
 from alexnet_jax.models import AlexNet, ModelSpec, count_params
 
@@ -49,20 +50,10 @@ def _record_config(config, workdir) -> None:
   if os.path.exists(path):
     with open(path) as f:
       old = json.load(f)
-    changed = sorted(_diff(old, new))
+    changed = list(config_lib.diff(old, new))
     if changed:
       logging.warning("Resuming %s with a changed config: %s", workdir, ", ".join(changed))
   files.write_json(path, new)
-
-
-def _diff(a, b, prefix=""):
-  keys = set(a) | set(b) if isinstance(a, dict) and isinstance(b, dict) else ()
-  if not keys:
-    return [prefix.rstrip(".")] if a != b else []
-  out = []
-  for k in keys:
-    out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
-  return out
 
 
 def _check_against_data(config, info) -> None:
@@ -100,6 +91,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   is_chief = jax.process_index() == 0
   if is_chief:
     _record_config(config, workdir)
+    provenance.record(workdir)  # Commit, dirty flag, packages, devices, command line.
 
   spec = ModelSpec.from_config(config.model)
   model = AlexNet(spec)

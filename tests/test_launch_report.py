@@ -120,13 +120,15 @@ def test_report_tables_deltas_and_seeds(ablation_sweep):
   md = (out / "report.md").read_text()
   assert md == rep["markdown"]
   assert "| full | fashion_mnist_offline † | 2 | done | 11.00 ± 1.41 |" in md
-  assert "+2.50 ± 0.71" in md and "+1.4 / +1.2" in md and "0.13 (n=2)" in md
+  # Mean [95% t-interval]: 2.5 ± t(0.975, 1) * sqrt(0.5) / sqrt(2) = 2.5 ± 12.706 * 0.5.
+  assert "+2.50 [-3.85, +8.85]" in md and "+3.00, +2.00" in md and "+1.4 / +1.2" in md and "| 0.13 |" in md
   assert "different dataset" in md
   assert "40.7 / 18.2" in md and "37.5 / 17.0" in md  # The paper's Table 2 and Table 1 rows.
   for name in ("results.csv", "ablations.csv", "runs.csv", "speedup.csv"):
     assert (out / name).stat().st_size > 100
-  for name in ("curves_epoch.png", "curves_walltime.png", "figure1.png"):
+  for name in ("curves_epoch.png", "curves_walltime.png", "curves_delta.png", "figure1.png", "claims.png"):
     _check_png(out / name)
+    assert (out / name).with_suffix(".svg").read_text().lstrip().startswith("<?xml")
 
 
 def test_report_on_unfinished_run(ablation_sweep):

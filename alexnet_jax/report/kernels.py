@@ -1,0 +1,135 @@
+r"""Figure 3 of the paper: the first conv layer's kernels of each tower, as an image grid.
+
+    python -m alexnet_jax.report.kernels runs/fmnist_paper_ablations/full.s0 [--step=N] [--out=fig3.png]
+
+Reads the run's config.json and its latest (or --step) checkpoint through
+`alexnet_jax.checkpoint`, and writes `<run>/report/figure3.png` (and .svg). The paper's
+Figure 3 shows the 48 kernels of GPU 1 (mostly colour-agnostic) above the 48 of GPU 2 (mostly
+colour-specific); here each tower gets its own panel, each kernel scaled to its own range.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+import ml_collections
+import numpy as np
+
+from alexnet_jax.report import plots
+
+
+def load_params(run: str | pathlib.Path, step: int | None = None) -> tuple[dict, dict, int]:
+  """(params as NumPy arrays, config dict, step) of a run's checkpoint."""
+  import jax
+
+  from alexnet_jax import checkpoint, optim
+  from alexnet_jax import step as step_lib
+  from alexnet_jax.models import AlexNet, ModelSpec
+
+  run = pathlib.Path(run)
+  try:
+    cfg = json.loads((run / "config.json").read_text())
+  except (OSError, ValueError) as e:
+    raise ValueError(f"{run}/config.json: cannot read the run's config ({e}); is {run} a run workdir?") from None
+  config = ml_collections.ConfigDict(cfg)
+  ckpt = checkpoint.Checkpointer(str(run / "checkpoints"), async_save=False)
+  try:
+    step = ckpt.latest_step() if step is None else step
+    if step is None:
+      raise ValueError(f"{run}/checkpoints holds no checkpoint yet.")
+    spec = ModelSpec.from_config(config.model)
+    model = AlexNet(spec)
+    size = config.model.input_size
+    err = None
+    # config.json does not record the images' channels (they come from the dataset), and the
+    # restore target must have the saved shapes: the likelier count first, then the other.
+    d = cfg.get("data") or {}
+    if d.get("channel_mean"):
+      order = (len(d["channel_mean"]),)
+    else:
+      order = (1, 3) if "mnist" in str(d.get("dataset")) else (3, 1)
+    for channels in order:
+      def init(channels=channels):
+        rng = jax.random.PRNGKey(0)
+        params = model.init({"params": rng}, jax.numpy.zeros((1, size, size, channels)), train=False)["params"]
+        return step_lib.init_state(model, optim.make_optimizer(config.optim, params), rng, (size, size, channels))
+
+      device = jax.devices("cpu")[0]
+      one = jax.sharding.SingleDeviceSharding(device)
+      abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one), jax.eval_shape(init))
+      try:
+        state, _ = ckpt.restore(abstract, step)
+        return jax.tree.map(np.asarray, jax.device_get(state.params)), cfg, step
+      except ValueError as e:  # Shape mismatch: the other channel count.
+        err = e
+    raise ValueError(f"{run}: checkpoint {step} does not match its config.json ({err}).")
+  finally:
+    ckpt.close()
+
+
+def first_conv(params: dict) -> tuple[str, np.ndarray]:
+  names = sorted((k for k in params if k.startswith("conv")), key=lambda k: int(k[4:]))
+  if not names:
+    raise ValueError("the checkpoint has no conv layer.")
+  return names[0], np.asarray(params[names[0]]["kernel"])  # (towers, k, k, in, out per tower)
+
+
+def kernel_grid(kernels: np.ndarray, cols: int | None = None, pad: int = 1) -> np.ndarray:
+  """One tower's (k, k, in, out) kernels tiled into an image, each scaled to [0, 1] on its own
+  (as the paper shows them: shapes, not magnitudes). Grey for one input channel, RGB for three."""
+  k, _, cin, n = kernels.shape
+  if cin not in (1, 3):
+    raise ValueError(f"first-layer kernels with {cin} input channels cannot be drawn as images "
+                     "(1 grey or 3 colour channels).")
+  cols = cols or min(n, 16)  # Rows of 16, as the paper's strips of 48.
+  rows = int(np.ceil(n / cols))
+  grid = np.ones(((k + pad) * rows + pad, (k + pad) * cols + pad, cin))
+  for i in range(n):
+    w = kernels[..., i]
+    lo, hi = w.min(), w.max()
+    w = (w - lo) / (hi - lo) if hi > lo else np.full_like(w, 0.5)
+    r, c = divmod(i, cols)
+    grid[pad + r * (k + pad):pad + r * (k + pad) + k, pad + c * (k + pad):pad + c * (k + pad) + k] = w
+  return grid[..., 0] if cin == 1 else grid
+
+
+def plot_kernels(run: str | pathlib.Path, out: str | pathlib.Path | None = None, step: int | None = None):
+  params, cfg, step = load_params(run, step)
+  name, kernels = first_conv(params)
+  towers = kernels.shape[0]
+  plt = plots._plt()
+  fig, axes = plt.subplots(towers, 1, figsize=(10, 2.6 * towers + 0.6), squeeze=False)
+  for t, ax in enumerate(axes[:, 0]):
+    img = kernel_grid(kernels[t])
+    ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest", vmin=0, vmax=1)
+    ax.set_axis_off()
+    ax.set_title(f"tower {t + 1}: {kernels.shape[-1]} kernels of {kernels.shape[1]}×{kernels.shape[2]}"
+                 f"×{kernels.shape[3]}", fontsize=10)
+  ds = (cfg.get("data") or {}).get("dataset", "?")
+  fig.suptitle(f"Figure 3: {name} kernels of {pathlib.Path(run).name} at step {step} ({ds})", fontsize=12)
+  fig.tight_layout()
+  out = pathlib.Path(out) if out else pathlib.Path(run) / "report" / "figure3.png"
+  return plots.save(fig, out)
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(prog="python -m alexnet_jax.report.kernels", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("run", help="a run workdir with config.json and checkpoints/")
+  p.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
+  p.add_argument("--out", help="PNG path (default: <run>/report/figure3.png); an SVG goes beside it")
+  a = p.parse_args(argv)
+  try:
+    paths = plot_kernels(a.run, a.out, a.step)
+  except (ValueError, FileNotFoundError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print("Wrote " + ", ".join(map(str, paths)))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

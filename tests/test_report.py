@@ -1,0 +1,168 @@
+"""The report on hand-written run folders: claims table, Figure 1's LR grid, curves, tidy CSV, export."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from alexnet_jax import report
+from alexnet_jax.report import plots, runs as runs_lib, speedup as speedup_lib, stats
+from test_launch_report import fake_run
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SEEDS = 5
+# Per-seed top-1 errors (fractions): a full model, and each switch's designed Δ in points.
+BASE = [0.120, 0.124, 0.118, 0.122, 0.121]
+DESIGN = {
+    "one_tower": ("towers=1", [1.0, 1.2, 0.9, 1.1, 1.05]),  # Clearly worse: held.
+    "no_lrn": ("lrn=0", [0.1, -0.2, 0.15, 0.0, -0.05]),  # Nothing, far from the paper's 1.4: refuted.
+    "no_dropout": ("dropout=0", [-0.5, -0.6, -0.4, -0.55, -0.45]),  # Better without: reversed.
+    "pool_2x2": ("pool=2x2", [0.6, -0.3, 0.9, 0.1, 0.5]),  # Noisy, paper-sized: not resolved.
+}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+  root = tmp_path_factory.mktemp("study") / "runs"
+  for s in range(SEEDS):
+    fake_run(root, f"full.s{s}", f"crops=ten,seed={s}", top1=BASE[s], ten_gain=0.004 + 0.001 * s)
+    for g, (variant, deltas) in DESIGN.items():
+      fake_run(root, f"{g}.s{s}", f"{variant},crops=ten,seed={s}", top1=BASE[s] + deltas[s] / 100,
+               ten_gain=0.004 + 0.001 * s)
+  return root
+
+
+def test_claims_table_verdicts_and_holm_family(study, tmp_path):
+  rep = report.make_report([str(study)], out=str(tmp_path / "rep"))
+  rows = {r["key"]: r for r in rep["claims"]}
+  assert set(rows) == {"towers", "lrn", "dropout", "pool", "crops"}
+  # The family: one paired test per claim on 10 crops (the paper's view); ten_gain is the same
+  # in both arms of a seed, so the 10-crop Δs are the designed ones.
+  ps = {}
+  for key, (g, (_, deltas)) in zip(("towers", "lrn", "dropout", "pool"), DESIGN.items()):
+    r = rows[key]
+    assert r["view"] == "ten" and r["summary"].values == pytest.approx(deltas)
+    base = [100 * (b - 0.004 - 0.001 * s) for s, b in enumerate(BASE)]
+    ps[key] = sps.ttest_rel([b + d for b, d in zip(base, deltas)], base).pvalue
+    assert r["summary"].p == pytest.approx(ps[key])
+  # The center crop row: center − 10 crops of `full`, per seed.
+  assert rows["crops"]["summary"].values == pytest.approx([0.4 + 0.1 * s for s in range(SEEDS)])
+  ps["crops"] = rows["crops"]["summary"].p
+  m = len(ps)
+  smallest = min(ps, key=ps.get)
+  assert rows[smallest]["p_holm"] == pytest.approx(min(1.0, m * ps[smallest]))  # Holm's first step.
+  assert [rows[k]["p_holm"] for k in ps] == pytest.approx(stats.holm(list(ps.values())))
+  assert rows["towers"]["verdict"] == "held" and rows["towers"]["size"] == "smaller"
+  assert rows["lrn"]["verdict"] == "refuted"
+  assert rows["dropout"]["verdict"] == "reversed"
+  assert rows["pool"]["verdict"] == "same direction, not resolved" and rows["pool"]["size"] == "consistent"
+  assert rows["crops"]["verdict"] == "held"
+  with open(rep["out"] / "claims.csv") as f:
+    got = {r["key"]: r for r in csv.DictReader(f)}
+  assert got["towers"]["verdict"] == "held" and float(got["towers"]["paper_value"]) == 1.7
+  s = rows["towers"]["summary"]
+  assert (float(got["towers"]["ci_low"]), float(got["towers"]["ci_high"])) == pytest.approx(s.ci, abs=1e-5)
+  md = rep["markdown"]
+  assert "| one tower, half the kernels | 3.2 | +1.7 | " + s.fmt_ci() + " | 5 | " in md
+  assert "| <0.001 |" in md and "| 0.00 |" not in md  # A tiny p is not printed as 0.00.
+  # The ablation table carries the same Holm p for the claims' tests.
+  abl = {r["run"]: r for r in rep["ablations"]}
+  assert abl["no_lrn"]["p_holm_claims"] == pytest.approx(rows["lrn"]["p_holm"])
+  assert abl["no_lrn"]["d_top1_ten_values"].split() == [f"{d:.4f}" for d in DESIGN["no_lrn"][1]]
+
+
+def test_figure1_lr_grid_keeps_each_nets_fastest_rate(tmp_path):
+  root = tmp_path / "fig1"
+  # Training error 0.9 exp(-epoch / tau): faster rates have smaller tau.
+  taus = {("relu", 0.01): 1.5, ("relu", 0.03): 1.0, ("tanh", 0.01): 6.0, ("tanh", 0.03): 4.5}
+  for (act, lr), tau in taus.items():
+    for s in range(3):
+      wd = fake_run(root, f"{act}_lr{lr}.s{s}", f"act={act},dropout=0,aug=0,pca=0,seed={s}", tau=tau * (1 + 0.1 * s),
+                    epochs=20)
+      cfg = json.loads((wd / "config.json").read_text())
+      cfg["optim"].update(lr=lr, weight_decay=0.0)
+      (wd / "config.json").write_text(json.dumps(cfg))
+  rep = report.make_report([str(root)], baseline="relu_lr0.03", plots=False)
+  (sp,) = rep["speedup"]
+  assert (sp["relu"], sp["tanh"]) == ("relu_lr0.03", "tanh_lr0.03")
+  assert {g for g, _ in sp["lr_grid"]["relu"]} == {"relu_lr0.01", "relu_lr0.03"}
+  # Per seed, tanh's epochs over ReLU's; the geometric mean of those with a t-interval on logs.
+  groups = rep["groups"]
+  ratios = []
+  for s in range(3):
+    e = [speedup_lib.epochs_to_threshold(groups[g][s], 0.25, sp["fractional"])[0] for g in (sp["relu"], sp["tanh"])]
+    ratios.append(e[1] / e[0])
+  assert sp["per_seed"].mean == pytest.approx(math.exp(np.mean(np.log(ratios))))
+  (row,) = [r for r in rep["claims"] if r["key"] == "figure1"]
+  assert row["verdict"] in ("held", "same direction, not resolved")
+  assert "not Figure 1's protocol" not in row["expected"]
+  assert "**0.03**" in rep["markdown"]
+
+
+def test_group_curve_averages_only_where_every_seed_has_logged():
+  a = (np.array([0.0, 1.0, 2.0, 3.0, 4.0]), np.array([10.0, 8.0, 6.0, 4.0, 2.0]))
+  b = (np.array([0.5, 1.5, 2.5, 3.5, 4.5, 5.5]), np.array([9.0, 7.0, 5.0, 3.0, 1.0, 0.5]))
+  xs, mean, lo, hi = plots.group_curve([a, b])
+  assert xs[0] == 0.5 and xs[-1] == 4.0  # From the latest start to the earliest end: no jump.
+  want = (np.interp(xs, *a) + np.interp(xs, *b)) / 2
+  assert mean == pytest.approx(want) and np.all(lo <= mean) and np.all(mean <= hi)
+  assert plots.group_curve([None, a])[1] == pytest.approx(a[1])
+
+
+def test_panels_say_log_scale_only_when_they_are(tmp_path, monkeypatch):
+  root = tmp_path / "r"
+  fake_run(root, "full", "", top1=0.1)
+  wd = fake_run(root, "other", "lrn=0", top1=0.1)
+  rows = [json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines()]
+  for r in rows:
+    if r["kind"] == "val":
+      r["top5_err"] = 0.0  # A small net's top-5: no place on a log axis.
+  (wd / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  figs = []
+  monkeypatch.setattr(plots, "save", lambda fig, path: figs.append(fig) or [path])
+  groups = runs_lib.group_runs(runs_lib.discover([str(root)]), "full")
+  plots.plot_curves(groups, "full", tmp_path, "epoch", "log")
+  labels = {ax.get_title(): (ax.get_ylabel(), ax.get_yscale()) for ax in figs[0].axes}
+  assert labels["Validation top-5 error"] == ("error (%)", "linear")
+  assert labels["Validation top-1 error"] == ("error (%), log scale", "log")
+  plots.plot_curves(groups, "full", tmp_path, "epoch", "linear")
+  assert all(ax.get_ylabel() == "error (%)" for ax in figs[1].axes if ax.get_title())
+
+
+def test_tidy_csv_holds_every_logged_number(study):
+  runs = runs_lib.discover([str(study)])
+  df = runs_lib.tidy_frame(runs)
+  assert list(df.columns) == ["run", "group", "seed", "kind", "step", "epoch", "crops", "wall_time", "metric",
+                              "value"]
+  # Count what read_run keeps (one row per kind, step and crops), every numeric field but the ids.
+  ids = {"kind", "step", "epoch", "crops", "wall_time"}
+  want = sum(1 for r in runs for rows in r.rows.values() for row in rows for k, v in row.items()
+             if k not in ids and isinstance(v, (int, float)))
+  assert len(df) == want
+  run = next(r for r in runs if r.name == "no_lrn.s2")
+  test = df[(df.run == "no_lrn.s2") & (df.kind == "test") & (df.crops == "ten") & (df.metric == "top1_err")]
+  assert test.value.tolist() == pytest.approx([run.test("ten")["top1_err"]])
+  assert set(df[df.run == "no_lrn.s2"].seed) == {2} and set(df[df.run == "no_lrn.s2"].group) == {"no_lrn"}
+
+
+def test_exported_raw_runs_regenerate_the_report(study, tmp_path):
+  dest = tmp_path / "results" / "study"
+  first = report.make_report([str(study)], out=str(tmp_path / "a"), export=str(dest), plots=False)
+  for name in ("full.s0", "no_lrn.s4"):
+    assert sorted(p.name for p in (dest / name).iterdir()) == ["config.json", "final.json", "metrics.jsonl"]
+    assert (dest / name / "metrics.jsonl").read_bytes() == (study / name / "metrics.jsonl").read_bytes()
+  # Committed like this, the command in the issue regenerates the tables into <folder>/report.
+  rc = subprocess.run([sys.executable, "-m", "alexnet_jax.report", str(dest), "--no-plots"], cwd=REPO,
+                      capture_output=True, text=True)
+  assert rc.returncode == 0, rc.stderr
+  assert "## The paper's claims" in rc.stdout
+  for name in ("claims.csv", "ablations.csv", "results.csv"):
+    assert (dest / "report" / name).read_text() == (first["out"] / name).read_text()
