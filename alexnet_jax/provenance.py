@@ -20,7 +20,7 @@ from alexnet_jax import files
 
 FILE = "provenance.json"
 PACKAGES = ("alexnet-jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain", "ml-collections",
-            "numpy", "tensorflow", "tensorflow-datasets", "tensorboardX", "tensorboard")
+            "numpy", "pillow", "simplejpeg", "tensorflow-datasets", "tensorboardX", "torch")
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
