@@ -69,6 +69,12 @@ def base_config() -> ml_collections.ConfigDict:
   d.channel_std = ml_collections.FieldReference(None, field_type=tuple)
   d.stats_file = ml_collections.FieldReference(None, field_type=str)
   d.eval_crops = "center"  # "center" or "ten" (4 corners + center, and their flips).
+  # Views of the per-epoch validation; None: eval_crops. "center" with eval_crops="ten" keeps
+  # the paper's 10-crop final test while validation costs a tenth.
+  d.val_crops = ml_collections.FieldReference(None, field_type=str)
+  # >0 trains on the first N examples of the training range only (after val is carved out):
+  # a fixed subset, the same in every run, for studies that need a net to overfit.
+  d.train_examples = 0
   d.cache = False  # Decode and resize the process's shard once into memory (small datasets).
   # grain reads with `threads` threads in this process, each batch made whole by one of them,
   # and `prefetch` batches ahead; workers > 0 moves decoding and augmentation into that many
@@ -318,6 +324,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
       raise ConfigError(
           f"config.data.channel_mean/channel_std are set but data.normalize={d.normalize!r} "
           "ignores them; set data.normalize='channel' or unset them.")
+  if d.val_crops is not None and d.val_crops not in ("center", "ten"):
+    raise ConfigError(f"config.data.val_crops={d.val_crops!r} is not one of (None, 'center', 'ten').")
+  if d.train_examples < 0:
+    raise ConfigError(f"config.data.train_examples={d.train_examples} must be >= 0 (0: all).")
   if d.threads < 1 or d.workers < 0 or d.prefetch < 1:
     raise ConfigError(
         f"config.data.threads={d.threads}, data.workers={d.workers}, data.prefetch={d.prefetch}: "

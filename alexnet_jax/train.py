@@ -71,6 +71,13 @@ def _check_against_data(config, info) -> None:
         f"config.batch_size={config.batch_size} exceeds the {info.num_train} training examples.")
 
 
+def _with_crops(config, crops: str):
+  """A copy of the config whose evaluations use `crops` ('center' or 'ten')."""
+  view = ml_collections.ConfigDict(config.to_dict())
+  view.data.eval_crops = crops
+  return view
+
+
 def evaluate(eval_step, params, config, split: str, mesh) -> dict[str, float]:
   sums = None
   index, count = mesh_lib.data_shard(mesh)
@@ -106,6 +113,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                config_lib.feature_map_sizes(config.model), dict(mesh.shape))
 
   policy = optim.make_lr_policy(config.optim, config.num_epochs)
+  # Per-epoch validation may use cheaper views than the final test (data.val_crops).
+  val_config = _with_crops(config, config.data.val_crops or config.data.eval_crops)
   spe = data.steps_per_epoch(config, info)
   total_steps = config.num_epochs * spe
   if config.max_steps > 0:
@@ -190,9 +199,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                       "wall_time": wall_time, **means})
         epoch_sums = None
         if info.num_val:
-          last_val = evaluate(eval_step, state.params, config, "val", mesh)
+          last_val = evaluate(eval_step, state.params, val_config, "val", mesh)
           writer.write({"kind": "val", "step": step, "epoch": epoch, "lr": lr,
-                        "crops": config.data.eval_crops, "wall_time": wall_time, **last_val})
+                        "crops": val_config.data.eval_crops, "wall_time": wall_time, **last_val})
           logging.info("epoch %d (step %d, lr %g): val loss %.4f top-1 err %.2f%% top-5 err %.2f%%",
                        round(epoch), step, lr, last_val["loss"], 100 * last_val["top1_err"],
                        100 * last_val["top5_err"])
@@ -215,9 +224,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if config.data.test_split:
       views = ["center", "ten"] if config.data.eval_crops == "ten" else ["center"]
       for crops in views:
-        view_config = ml_collections.ConfigDict(config.to_dict())
-        view_config.data.eval_crops = crops
-        result = evaluate(eval_step, state.params, view_config, "test", mesh)
+        result = evaluate(eval_step, state.params, _with_crops(config, crops), "test", mesh)
         final["test"][crops] = result
         writer.write({"kind": "test", "step": step, "epoch": step / spe, "crops": crops,
                       "wall_time": wall_time, **result})

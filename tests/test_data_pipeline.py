@@ -345,3 +345,19 @@ def test_stats_are_recomputed_when_images_change_and_a_damaged_file_is_named(tmp
     f.truncate(40)
   with pytest.raises(data.DatasetError, match=os.path.basename(second.path) + ".*damaged"):
     stats_lib.for_config(c, source, splits)
+
+
+def test_train_examples_is_a_fixed_prefix_and_val_is_unchanged(folder, tmp_path):
+  c = make_config(folder, tmp_path)
+  full = sources.resolve_splits(c, sources.open_source(c))
+  c.data.train_examples = 16
+  sub = sources.resolve_splits(c, sources.open_source(c))
+  assert sub.train == sources.Range("train", 0, 16) and sub.val == full.val
+  assert data.dataset_info(c).num_train == 16
+  seen = {int(i) for s in range(2) for i in ids(next(data.train_batches(c, start_step=s)))}
+  _, arrays = folder
+  view = sources.SquareImages(sources.open_source(c), sub.train, 32, replace=False)
+  assert seen == {int(view[i][0][0, 0, 0]) for i in range(16)}
+  c.data.train_examples = 49
+  with pytest.raises(data.DatasetError, match="train_examples=49 exceeds the 48"):
+    data.dataset_info(c)

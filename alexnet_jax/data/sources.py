@@ -427,6 +427,11 @@ def resolve_splits(config, source) -> Splits:
     train = Range(train.split, 0, train.end - n_val)
   else:
     val = whole("val_split", d.val_split) if d.val_split else None
+  if d.train_examples:
+    if d.train_examples > train.size:
+      raise DatasetError(f"config.data.train_examples={d.train_examples} exceeds the {train.size} "
+                         f"training examples of {d.dataset!r}; use at most {train.size} (0: all).")
+    train = Range(train.split, train.start, train.start + d.train_examples)
   test = whole("test_split", d.test_split) if d.test_split else None
   return Splits(train, val, test)
 
