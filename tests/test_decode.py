@@ -184,6 +184,15 @@ def test_fast_jpeg_path_equals_pillow(monkeypatch):
     np.testing.assert_array_equal(a, b, err_msg=str(i))
 
 
+def test_jpeg_with_warnings_only_decodes_like_the_clean_file(backend):
+  # Stray bytes before a marker: libjpeg warns and decodes the same pixels (so do Pillow and
+  # TensorFlow); simplejpeg's strict mode would call the file corrupt.
+  clean = encode(photo_like(40, 48, 12), "JPEG", quality=90)
+  at = clean.index(b"\xff\xda")
+  noisy = clean[:at] + b"\x12\x34" + clean[at:]
+  np.testing.assert_array_equal(dec.decode(noisy, 3), dec.decode(clean, 3))
+
+
 @pytest.mark.parametrize("name,data", [
     ("empty", b""),
     ("text", b"label,file\n1,a.jpg\n"),

@@ -169,8 +169,10 @@ def _decode_jpeg_turbo(data: bytes, channels: int, path: str | None,
       rgb = simplejpeg.decode_jpeg(data, "RGB", min_height=-(-h // factor),
                                    min_width=-(-w // factor))
       image = np.asarray(Image.fromarray(rgb, mode="RGB").convert("L"))
-  except ValueError as e:  # strict mode: truncated or corrupt data
-    raise ImageError(f"{_where(path)}corrupt or truncated JPEG ({e})") from None
+  except ValueError:
+    # strict mode also refuses files libjpeg only warns about (extraneous bytes before a
+    # marker), which Pillow and TensorFlow decode; Pillow decides, and words the error.
+    return None
   if image.ndim == 2:
     image = image[:, :, None]
   orientation = _exif_orientation(data)
