@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import os
+import pickle
 import tarfile
 
 import numpy as np
@@ -98,6 +99,9 @@ def test_folder_tree_converts_labels_and_resizes(tmp_path, caplog):
     # ... which costs a few grey levels on these tiny, steep-gradient images (~1 on photos)
     assert np.abs(out.astype(int) - expected).mean() < 3.0, name
   assert images[0] == records[0][:2]
+  assert images.__getitems__([3, 1]) == [records[3][:2], records[1][:2]]
+  clone = pickle.loads(pickle.dumps(images))  # as grain hands it to worker processes
+  assert len(clone) == 10 and clone[5] == images[5] and clone.manifest == images.manifest
   assert prep.verify(str(tmp_path / "out"), "train") == []
 
 

@@ -21,8 +21,11 @@ What is written, in DIR/<split>/:
   still choose its crop (centre square for the paper, other crops for other recipes) and nothing
   of a 4:3 photo is thrown away before it has to be. Smaller images are scaled up. EXIF
   orientation is applied, grayscale/CMYK/RGBA/16-bit become 8-bit RGB (see `decode`), and the
-  result is re-encoded once as baseline JPEG, quality 90 by default (4:2:0 chroma, like most
-  originals): it decodes ~4x faster than an original and costs ~1 grey level of error on average.
+  result is re-encoded once as baseline JPEG, quality 90, 4:2:0 chroma by default. Measured on a
+  real photo (matplotlib's grace_hopper.jpg at 300x256): q90 4:2:0 22 KB, mean |error| 2.5 grey
+  levels, ~4000 decodes/s per core; q95 32 KB, 1.9, ~3100/s; q90 4:4:4 27 KB, 1.7, ~2900/s.
+  The smallest and fastest wins: its error is well below the paper's PCA colour noise (std ~12
+  grey levels along the main colour axis). `--quality` changes it.
 - `manifest.json`, written LAST: classes, counts per class and per shard, sha256 and byte size of
   every shard, size, quality, the source and the skipped files. No manifest = not finished.
 - while running, `.progress.json` records the plan and each finished shard; shards appear
@@ -85,7 +88,7 @@ def parse_record(record: bytes) -> tuple[bytes, int, str]:
   """(jpeg bytes, label, original file name) of one record."""
   label, n = _HEADER.unpack_from(record)
   start = _HEADER.size + n
-  return record[start:], label, record[_HEADER.size:start].decode("utf-8")
+  return record[start:], label, record[_HEADER.size:start].decode("utf-8", errors="replace")
 
 
 # --- what to convert --------------------------------------------------------------------------
