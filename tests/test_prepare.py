@@ -7,7 +7,11 @@ import json
 import logging
 import os
 import pickle
+import signal
+import subprocess
+import sys
 import tarfile
+import time
 
 import numpy as np
 import pytest
@@ -277,3 +281,40 @@ def test_cli_converts_a_tree(tmp_path, capsys):
   assert "10/10 images (100.0%)" in capsys.readouterr().err
   manifest = json.loads((tmp_path / "out" / "train" / "manifest.json").read_text())
   assert manifest["size"] == 20 and manifest["quality"] == 90 and manifest["num_images"] == 10
+
+
+def test_a_run_killed_for_real_resumes_to_the_same_shards(tmp_path):
+  # SIGKILL the command (and its workers) once a shard is recorded, then rerun it.
+  src = tmp_path / "src"
+  for c in range(2):
+    os.makedirs(src / f"c{c}")
+    for i in range(30):
+      (src / f"c{c}" / f"{i:02d}.jpg").write_bytes(image_bytes(480, 640, 100 * c + i))
+  command = [sys.executable, "-m", "alexnet_jax.data.prepare", f"--src={src}",
+             f"--out={tmp_path / 'out'}", "--split=train", "--size=64", "--workers=2",
+             "--images_per_shard=4"]
+  run = subprocess.Popen(command, stderr=subprocess.PIPE, start_new_session=True)
+  progress = tmp_path / "out" / "train" / ".progress.json"
+  deadline = time.monotonic() + 120
+  while time.monotonic() < deadline and run.poll() is None:
+    if progress.exists() and json.loads(progress.read_text())["done"]:
+      break
+    time.sleep(0.02)
+  assert run.poll() is None, "the run ended before it could be killed; give it more images"
+  os.killpg(run.pid, signal.SIGKILL)
+  run.wait()
+  time.sleep(0.5)  # let orphaned workers see their parent gone
+  assert not (tmp_path / "out" / "train" / "manifest.json").exists()
+  done_before = json.loads(progress.read_text())["done"]
+  assert 1 <= len(done_before) < 15
+
+  resumed = subprocess.run(command, stderr=subprocess.PIPE, text=True, timeout=300)
+  assert resumed.returncode == 0, resumed.stderr
+  assert "resuming:" in resumed.stderr and "60/60 images (100.0%)" in resumed.stderr
+  manifest = json.loads((tmp_path / "out" / "train" / "manifest.json").read_text())
+  assert manifest["num_images"] == 60 and manifest["class_counts"] == [30, 30]
+  for shard in manifest["shards"]:
+    if shard["file"] in done_before:
+      assert shard["sha256"] == done_before[shard["file"]]["sha256"]
+  assert prep.verify(str(tmp_path / "out"), "train") == []
+  assert not list((tmp_path / "out" / "train").glob(".*.tmp"))

@@ -306,7 +306,14 @@ def prepare(src: str, out: str, split: str, *, size: int = 256, quality: int = 9
         return existing
       raise PrepareError(f"{directory} holds a finished dataset prepared with other settings or "
                          "source; use another --out or --split, or delete it first")
-    return _run(the_plan, settings, directory, workers or os.cpu_count() or 1, progress)
+    return _run(the_plan, settings, directory, workers or _cores(), progress)
+
+
+def _cores() -> int:
+  try:
+    return len(os.sched_getaffinity(0))  # the cores this job may use, not all of the machine's
+  except AttributeError:
+    return os.cpu_count() or 1
 
 
 def _run(the_plan: Plan, settings: dict, directory: str, workers: int, progress: bool) -> dict:
