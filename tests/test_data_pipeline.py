@@ -361,3 +361,32 @@ def test_train_examples_is_a_fixed_prefix_and_val_is_unchanged(folder, tmp_path)
   c.data.train_examples = 49
   with pytest.raises(data.DatasetError, match="train_examples=49 exceeds the 48"):
     data.dataset_info(c)
+
+
+def test_prepared_shards_feed_the_same_examples_as_their_folder(tmp_path):
+  """`prepare` output read as prepared:DIR gives the folder's images, resized once, by label."""
+  from alexnet_jax.data import prepare
+  root = tmp_path / "src"
+  rng = np.random.default_rng(0)
+  for split in ("train", "val"):
+    for c in range(2):
+      os.makedirs(root / split / f"k{c}")
+      for i in range(5):
+        image = np.full((48, 64, 3), 40 + 150 * c, np.uint8)
+        image += rng.integers(0, 10, image.shape, dtype=np.uint8)
+        Image.fromarray(image).save(root / split / f"k{c}" / f"{i}.png")
+  out = tmp_path / "prepared"
+  prepare.prepare(str(root / "train"), str(out), "train", size=32, progress=False, workers=1)
+  prepare.prepare(str(root / "val"), str(out), "val", size=32, progress=False, workers=1,
+                  classes_from=str(out / "train"))
+  c = make_config((str(out), None), tmp_path, val_fraction=0.0, val_split="val", test_split="val")
+  c.data.dataset = f"prepared:{out}"
+  info = data.dataset_info(c)
+  assert info == data.DatasetInfo(num_classes=2, num_train=10, num_val=10, num_test=10, channels=3)
+  c.batch_size = 10
+  b = next(data.train_batches(c))
+  # Class 0 is dark (~45), class 1 bright (~195): the label follows the image through the shards.
+  means = b["image"].mean(axis=(1, 2, 3))
+  assert ((means > 120) == (b["label"] == 1)).all()
+  evals = list(data.eval_batches(c, "val"))
+  assert sum(float(e["mask"].sum()) for e in evals) == 10
