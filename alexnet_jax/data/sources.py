@@ -210,7 +210,7 @@ class PreparedSource(Source):
   JPEGs with a 256px shorter side, each split with its manifest (classes, counts, checksums)."""
 
   def __init__(self, name: str, root: str, data_dir: str):
-    from alexnet_jax.data import prepare  # noqa: PLC0415  (array_record loads only here)
+    from alexnet_jax.data import prepared as prepare  # noqa: PLC0415  (array_record loads only here)
     self.name, self.root = name, os.path.abspath(root)
     if not os.path.isdir(self.root):
       raise DatasetError(
