@@ -22,7 +22,8 @@ than its minimum left is skipped and says so:
                  (the trace itself comes back as trace.tar.gz)
   fmnist         the README's main job (Fashion-MNIST, files from --fmnist-dir): minutes and
                  test accuracy
-  input          HOOK: run_input_benchmark(out_json, seconds) -> benchmarks/input_pipeline.py
+  input          HOOK: run_input_benchmark(out_json, seconds) -> the function of the same
+                 name in benchmarks/input_pipeline.py (being rewritten on grain)
   mesh           the one-device mesh step against the plain jitted step, timed alternately
 
 Files under --out (default $OUT, else ./gpu_check_out): figures.jsonl (one record per
@@ -48,6 +49,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 PY = sys.executable
+
+from benchmarks import timing  # noqa: E402  (imports jax, but never starts a backend here)
 
 # The device-code tests (issue 11, part 2). The mesh tests listed run in this process, on this
 # platform; the rest of test_mesh.py fakes CPU devices in subprocesses.
@@ -76,11 +79,7 @@ class Out:
     self.figures = os.path.join(folder, "figures.jsonl")
     self.log_path = os.path.join(folder, "log.txt")
     self.summary: dict = {"started": _now(), "parts": {}}
-
-  def emit(self, record: dict) -> dict:
-    with open(self.figures, "a") as f:
-      f.write(json.dumps(record, default=str) + "\n")
-    return record
+    self.emit = timing.JsonLines(self.figures).emit
 
   def log(self, text: str) -> None:
     with open(self.log_path, "a") as f:
@@ -125,8 +124,7 @@ def child_env(extra: dict | None = None) -> dict:
 
 
 def records(out: Out, what: str, **match) -> list[dict]:
-  from benchmarks.timing import read_json_lines
-  return [r for r in read_json_lines(out.figures)
+  return [r for r in timing.read_json_lines(out.figures)
           if r.get("what") == what and all(r.get(k) == v for k, v in match.items())]
 
 
@@ -312,22 +310,21 @@ def part_fmnist(a, out, limit):
   return res
 
 
-def run_input_benchmark(out_json: str, seconds: float) -> dict:
+def run_input_benchmark(out_json: str, seconds: float) -> dict | list:
   """HOOK (issue 11, part 5): the input pipeline feeding the step, end to end.
 
-  Calls `benchmarks.input_pipeline.benchmark(out_json, seconds)`, which appends its figures
-  (images/s per case, cores) to `out_json`. The data pipeline is being rewritten on grain:
-  where that module or its pipeline cannot be imported here (the GPU machine has no
-  TensorFlow), this records 'not available' and why, and the check goes on.
+  Calls `benchmarks.input_pipeline.run_input_benchmark(out_json, seconds)`, which the grain
+  rewrite of the data pipeline provides: it appends its figures (images/s on synthetic
+  256-px JPEGs in ArrayRecord, per core, what bounds the rate) to `out_json` and returns
+  them. Until then, or wherever it cannot be imported (the GPU machine has no TensorFlow),
+  this appends a record saying 'not available' and why, and the check goes on.
   """
   try:
-    from benchmarks import input_pipeline
-    bench = input_pipeline.benchmark
-  except (ImportError, AttributeError) as e:
+    from benchmarks.input_pipeline import run_input_benchmark as bench
+  except ImportError as e:
     rec = {"what": "input_pipeline", "status": "not available",
            "why": f"{type(e).__name__}: {e}"[:300]}
-    with open(out_json, "a") as f:
-      f.write(json.dumps(rec) + "\n")
+    timing.JsonLines(out_json).emit(rec)
     return rec
   return bench(out_json, seconds)
 
@@ -446,6 +443,10 @@ def main(argv=None) -> int:
       p.error(f"--limit={item}: give PART=SECONDS with PART one of {','.join(PARTS)}")
     limits[name] = float(secs)
   a.scratch = a.scratch or tempfile.mkdtemp(prefix="gpu_check_")
+  if a.platform == "gpu":
+    # The package's default XLA flag tunes XLA:CPU only; on a GPU machine with another jaxlib
+    # it is one more way to fail (XLA aborts on a flag it does not know) for no gain.
+    os.environ.setdefault("ALEXNET_JAX_DEFAULT_XLA_FLAGS", "0")
   budget = a.budget or (170.0 if a.tiny else 450.0)
   out = Out(a.out)
   out.summary.update(platform=a.platform, tiny=a.tiny, budget_s=budget, argv=sys.argv[1:])

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -103,7 +104,7 @@ def main(argv=None):
     records[k]["first_step_s"] = timing.first_call_s(run)
   times = timing.interleave(runs, args.repeats, args.steps)
   for k, ts in times.items():
-    print(json.dumps(sink.emit({**records[k], "step_s": timing.median(ts),
+    print(json.dumps(sink.emit({**records[k], "step_s": statistics.median(ts),
                                 "step_s_all": [round(t, 5) for t in ts]})), flush=True)
   print(json.dumps(sink.emit({"paper_bytes_per_gpu_per_step":
                               coll.paper_bytes(spec, args.batch)})), flush=True)

@@ -36,6 +36,7 @@ import io
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -146,7 +147,7 @@ def run_layers(a) -> None:
     for run in runs.values():
       run(1)  # Warm-up.
     t = timing.interleave(runs, a.repeats, 1)
-    m = {k: timing.median(v) * 1e3 for k, v in t.items()}
+    m = {k: statistics.median(v) * 1e3 for k, v in t.items()}
     rows.append((name, m["bf"], m["bfb"] - m["bf"], m["af"], m["afb"] - m["af"]))
     print(f"{name:6s} before fwd {rows[-1][1]:7.1f} bwd {rows[-1][2]:7.1f} | "
           f"after fwd {rows[-1][3]:7.1f} bwd {rows[-1][4]:7.1f}", flush=True)
@@ -172,7 +173,7 @@ def run_layers(a) -> None:
     params, state = up(params, state, grads)
     jax.block_until_ready(params)
     ts.append(time.perf_counter() - t0)
-  opt_ms = timing.median(ts) * 1e3
+  opt_ms = statistics.median(ts) * 1e3
 
   print(f"\nbatch {a.batch}, {os.cpu_count()} cores, median of {a.repeats}, ms (both towers):\n")
   print("| layer | before fwd | before bwd | after fwd | after bwd |")
@@ -367,7 +368,7 @@ def run_revisions(a) -> None:
   times = timing.interleave(runs, a.repeats, a.steps, pause=0.2)
   print(f"{a.config} config, batch {a.batch}, {os.cpu_count()} cores; ms/step, median of "
         f"{a.repeats} repeats of {a.steps} steps, interleaved")
-  med = {k: timing.median(v) for k, v in times.items()}
+  med = {k: statistics.median(v) for k, v in times.items()}
   for k, v in times.items():
     print(f"  {k:14s} {med[k] * 1e3:8.1f} ms  {a.batch / med[k]:6.1f} img/s   "
           f"{[round(t * 1e3) for t in v]}")

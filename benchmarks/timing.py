@@ -136,10 +136,6 @@ def interleave(runs: dict[str, Callable[[int], float]], repeats: int, steps: int
   return times
 
 
-def median(xs) -> float:
-  return statistics.median(xs)
-
-
 def paired_ratio(slow: list[float], fast: list[float]) -> float:
   """Median over repeats of slow/fast: each pair ran back to back, under the same load."""
   return statistics.median(s / f for s, f in zip(slow, fast))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -110,10 +111,10 @@ def bench(config: str, batch: int, dtype: str, platform: str, frameworks: list[s
   per_img = flops_lib.train_step_flops(timing.model_config(config).model)
   out = {"config": config, "batch": batch, "dtype": dtype, "gflop_per_img": per_img / 1e9}
   for f, ts in times.items():
-    ips = batch / timing.median(ts)
+    ips = batch / statistics.median(ts)
     out[f] = sink.emit({
         "what": "train_step", "framework": f, "config": config, "batch": batch, "dtype": dtype,
-        "ms_per_step": timing.median(ts) * 1e3, "img_per_s": ips,
+        "ms_per_step": statistics.median(ts) * 1e3, "img_per_s": ips,
         "gflop_per_s": ips * per_img / 1e9, "of_matmul": ips * per_img / ceiling,
         "mfu": ips * per_img / peak if peak else None, "first_step_s": runs[f].compile_s,
         "ms_all": [round(t * 1e3, 2) for t in ts]})
