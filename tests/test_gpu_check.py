@@ -92,3 +92,14 @@ def test_summary_ratios_and_best_batch_follow_the_records(tmp_path):
     ("NVIDIA H200", "float32", 494e12), ("cpu", "bfloat16", None)])
 def test_peak_lookup_prefers_the_specific_name(kind, dtype, peak):
   assert timing.peak_flops(kind, dtype) == peak
+
+
+def test_pytest_counts_read_a_verbose_log_even_when_cut_off():
+  lines = ["===== 2026 UTC part tests: pytest -v ...",
+           "tests/test_lrn.py::test_a[1-2] PASSED                                  [  5%]",
+           "tests/test_lrn.py::test_b FAILED                                       [ 10%]",
+           "tests/test_torch_reference.py::test_c SKIPPED (no torch)               [ 15%]",
+           "tests/test_model.py::test_d PASSED",  # The kill came mid-line: no percentage.
+           "tests/test_model.py::test_e "]
+  assert gpu_check.pytest_counts(lines) == {
+      "passed": 2, "failed": 1, "skipped": 1, "failed_names": ["tests/test_lrn.py::test_b"]}
