@@ -26,7 +26,7 @@ than its minimum left is skipped and says so:
                  name in benchmarks/input_pipeline.py (being rewritten on grain)
   mesh           the one-device mesh step against the plain jitted step, timed alternately
 
-Files under --out (default $OUT, else ./gpu_check_out): figures.jsonl (one record per
+Files under --out (default $OUT, else runs/gpu_check): figures.jsonl (one record per
 figure, appended by each part the moment it is measured), gpu_check.json (the summary,
 rewritten after every part), log.txt (every part's output), trace.tar.gz.
 """
@@ -302,7 +302,8 @@ def part_fmnist(a, out, limit):
     with open(os.path.join(workdir, "final.json")) as f:
       final = json.load(f)
     test = final["test"]["center"]
-    rec.update(test_accuracy=1 - test["top1_err"], test_top5_accuracy=1 - test["top5_err"],
+    rec.update(test_accuracy=round(1 - test["top1_err"], 4),
+               test_top5_accuracy=round(1 - test["top5_err"], 4),
                epochs=final["epoch"], train_minutes=round(final["wall_time"] / 60, 2))
   except (OSError, KeyError, ValueError) as e:
     rec["final_json"] = f"none ({type(e).__name__})"
@@ -386,8 +387,9 @@ def summarize(out: Out) -> None:
                      "jax_img_per_s": j[0]["img_per_s"], "torch_img_per_s": t["img_per_s"],
                      "jax_over_torch": j[0]["img_per_s"] / t["img_per_s"]})
   s["jax_over_torch"] = ratios
+  versions = env.get("versions", {})
   lines = [f"gpu_check: {env.get('devices', ['?'])[0]} ({env.get('backend', '?')}), "
-           f"jax {env.get('versions', {}).get('jax')}, torch {env.get('versions', {}).get('torch')}",
+           f"jax {versions.get('jax')}, torch {versions.get('torch')}",
            f"{'part':14s} {'status':28s} {'s':>6s}"]
   for name, p in s["parts"].items():
     lines.append(f"{name:14s} {p['status'][:28]:28s} {p.get('seconds', 0):6.1f}")
@@ -419,8 +421,8 @@ def main(argv=None) -> int:
   p.add_argument("--platform", default="gpu", choices=("gpu", "cpu"))
   p.add_argument("--tiny", action="store_true",
                  help="tiny net and batches, short limits: rehearse every part on a CPU")
-  p.add_argument("--out", default=os.environ.get("OUT") or "gpu_check_out",
-                 help="folder for figures.jsonl, gpu_check.json, log.txt (default $OUT)")
+  p.add_argument("--out", default=os.environ.get("OUT") or "runs/gpu_check",
+                 help="output folder (default $OUT, else runs/gpu_check)")
   p.add_argument("--budget", type=float, default=None,
                  help="seconds for all parts together (default 450; 170 with --tiny)")
   p.add_argument("--parts", default=",".join(PARTS), help=f"subset of {','.join(PARTS)}")

@@ -12,4 +12,4 @@ fi
 export PYTHONUNBUFFERED=1
 FMNIST=""
 [ -d tmp/fashion-mnist ] && FMNIST="--fmnist-dir=tmp/fashion-mnist"
-exec python3 benchmarks/gpu_check.py --platform=gpu --out="${OUT:-gpu_check_out}" $FMNIST "$@"
+exec python3 benchmarks/gpu_check.py --platform=gpu --out="${OUT:-runs/gpu_check}" $FMNIST "$@"
