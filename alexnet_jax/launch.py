@@ -51,6 +51,7 @@ from typing import Callable, TextIO
 import ml_collections
 
 import alexnet_jax
+from alexnet_jax import devices
 from alexnet_jax import report
 from alexnet_jax import sweep as sweep_lib
 from alexnet_jax.sweep import Run, SweepError
@@ -238,6 +239,7 @@ def run_subprocesses(todo: list[Planned], sweep_spec: str, workdir: pathlib.Path
   running: dict[str, tuple[Planned, subprocess.Popen, float, object]] = {}
   results = []
   first = None
+  slots = devices.DeviceSlots(parallel)  # Each child's GPU share (alexnet_jax/devices.py).
   try:
     while pending or running:
       # Runs started together would all build the dataset and its statistics at once and
@@ -252,7 +254,8 @@ def run_subprocesses(todo: list[Planned], sweep_spec: str, workdir: pathlib.Path
         log.write(_header(p).encode())
         log.flush()
         proc = subprocess.Popen(command_fn(sweep_spec, workdir, p.run.name), stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=slots.env_for(p.run.name, running))
         running[p.run.name] = (p, proc, time.time(), log)
         first = first or proc
         print(f"[launch] start {p.run.name} ({p.state}), log: {p.log}", file=out, flush=True)
