@@ -97,13 +97,24 @@ def fmnist_config(tmp: str):
   return c
 
 
-def run_input_benchmark(out_json: str | None = None, seconds: float = 10.0,
+def run_input_benchmark(out_jsonl: str | None = None, seconds: float = 60.0,
                         cases=("prepared", "jpegfull", "fmnist"), workers=None,
                         images: int = 1024, step_rate: float | None = None) -> dict:
-  """Measures every case at each worker count; returns (and writes, if asked) the figures."""
+  """Measures every case at each worker count within about `seconds` of timing in all.
+
+  Each figure is appended to `out_jsonl` (one JSON record a line, as gpu_check collects them)
+  the moment it exists; the return value holds them all.
+  """
   cores = len(os.sched_getaffinity(0))
   workers = workers or sorted({0, 1, 2, max(1, cores // 2), max(1, cores - 1)})
-  results = {"cores": cores, "seconds_per_point": seconds, "cases": {}}
+  per_point = max(2.0, seconds / (len(cases) * len(workers)))
+  results = {"cores": cores, "seconds_per_point": per_point, "cases": {}}
+
+  def emit(record):
+    if out_jsonl:
+      with open(out_jsonl, "a") as f:
+        f.write(json.dumps({"what": "input_pipeline", "cores": cores, **record}) + "\n")
+
   with tempfile.TemporaryDirectory() as tmp:
     for case in cases:
       if case == "prepared":
@@ -118,20 +129,19 @@ def run_input_benchmark(out_json: str | None = None, seconds: float = 10.0,
         raise SystemExit(f"unknown case {case!r}: use prepared, jpegfull or fmnist")
       rates = {}
       for w in workers:
-        c.data.workers, c.data.threads = w, (1 if w == 0 else c.data.threads)
-        rates[w] = measure(c, seconds)
+        c.data.workers, c.data.threads = w, (1 if w == 0 else 4)
+        rates[w] = measure(c, per_point)
         base = rates.get(0) or rates[w]
+        emit({"case": case, "workers": w, "images_per_sec": rates[w]})
         print(f"{case:9s} workers={w:2d} {rates[w]:8.0f} img/s"
               + (f"  ({rates[w] / base:4.1f}x one core)" if w else "  (one core)"), flush=True)
       results["cases"][case] = {str(w): r for w, r in rates.items()}
       if step_rate and 0 in rates:
         need = step_rate / rates[0]
         results["cases"][case]["cores_for_step_rate"] = need
+        emit({"case": case, "step_rate": step_rate, "cores_needed_at_one_core_rate": need})
         print(f"{case:9s} a step rate of {step_rate:.0f} img/s needs ~{need:.1f} cores at the "
               "one-core rate (more if scaling is below linear)", flush=True)
-      if out_json:
-        with open(out_json, "w") as f:
-          json.dump(results, f, indent=2)
   return results
 
 
@@ -140,10 +150,10 @@ def main() -> None:
   p.add_argument("--cases", default="prepared,jpegfull,fmnist")
   p.add_argument("--workers", default=None, help="comma-separated worker counts (0 = in-process)")
   p.add_argument("--images", type=int, default=1024, help="generated JPEGs per case")
-  p.add_argument("--seconds", type=float, default=10.0, help="timed seconds per point")
+  p.add_argument("--seconds", type=float, default=60.0, help="timed seconds in all")
   p.add_argument("--step_rate", type=float, default=None,
                  help="a train step's img/s, to print how many cores would feed it")
-  p.add_argument("--out", default=None, help="also write the figures as JSON here")
+  p.add_argument("--out", default=None, help="also append the figures as JSON lines here")
   args = p.parse_args()
   workers = [int(w) for w in args.workers.split(",")] if args.workers else None
   print(f"CPU cores available to this process: {len(os.sched_getaffinity(0))}")

@@ -46,7 +46,7 @@ differ in per-call overhead. simplejpeg is used for plain (YCbCr or grayscale) J
 installed; everything else, and every JPEG where simplejpeg is absent, goes through Pillow.
 OpenCV's reduced decode + INTER_AREA was as fast as decode_square but off by max 25, mean 3.2.
 
-Against TensorFlow (`python benchmarks/compare_tf_ops.py`, run once by hand): PNG/BMP/GIF and
+Against TensorFlow (a one-off comparison script, run by hand while TF was still installed): PNG/BMP/GIF and
 16-bit PNGs decode identically; JPEGs are identical to tf.io.decode_jpeg(dct_method=
 'INTEGER_ACCURATE') and differ from tf.io.decode_image (TF's fast IDCT) by max 4-8, mean ~1;
 channels=1 differs by <= 1 on PNGs (TF rounds its luma otherwise) and max ~7, mean 0.08 on colour
