@@ -71,7 +71,7 @@ CLAIMS = (
     Claim(frozenset({"model.towers", "model.conv_features"}), "one tower, half the kernels", "3.2", 1.7, 1.2,
           "+1.7 / +1.2"),
     Claim(frozenset({"data.pca_noise"}), "no PCA colour noise", "4.1", 1.0, None, "> +1 / -"),
-    Claim(frozenset({"model.conv_layers"}), "a middle conv layer removed", "6", 2.0, None, "~ +2 / -"),
+    Claim(frozenset({"model.conv_layers"}), "a middle conv layer removed", "7", 2.0, None, "~ +2 / -"),
     Claim(frozenset({"model.dropout"}), "no dropout", "4.2", None, None, "no number: 'substantial overfitting'"),
     Claim(frozenset({"data.random_crop", "data.flip"}), "no random crops / flips", "4.1", None, None,
           "no number: 'substantial overfitting'"),
