@@ -150,11 +150,12 @@ def one_tower(c: ml_collections.ConfigDict) -> None:
 # where the printed paper and its authors' code differ is its own field, so either reading
 # can be taken whole or one difference at a time. The code read is akrizhevsky/cuda-convnet2
 # (2014, Apache-2.0), the only public release with ImageNet layer files: layer.py, the C++
-# layers in cudaconvnet/, TrainingExample.md, and layers/layer{s,-params}-imagenet-1gpu.cfg
-# (as in its fork NervanaSystems/cuda-convnet2 at aead961; akrizhevsky's own tree holds the
-# same values in layers/layer{s-223-ce2-1gpu-crp,-params-223-ce2-1gpu}.cfg). Those files
-# describe the one-tower "one weird trick" net (64-192-384-256-256 kernels); only their
-# per-layer rules are taken here, not their widths.
+# layers in cudaconvnet/, TrainingExample.md, and the ImageNet layer files, cited below by
+# line as L = layers/layers-223-ce2-1gpu-crp.cfg and P = layers/layer-params-223-ce2-1gpu.cfg
+# (the same values as layers/layer{s,-params}-imagenet-1gpu.cfg, which TrainingExample.md
+# runs and which the fork NervanaSystems/cuda-convnet2 keeps). They describe the one-tower
+# "one weird trick" net (64-192-384-256-256 kernels); only their per-layer rules are taken
+# here, not their widths.
 
 
 def _paper_conv1(m) -> bool:
@@ -201,32 +202,34 @@ def paper_convention(c: ml_collections.ConfigDict) -> None:
 def cuda_convnet_convention(c: ml_collections.ConfigDict) -> None:
   """What the authors' code ran, per the cuda-convnet2 files named above."""
   m, o = c.model, c.optim
-  # layers-imagenet-1gpu.cfg [rnorm1]/[rnorm2]: scale=0.0001, size=5, pow=0.75, minDiv=2, the
-  # printed constants; layer.py NormLayerParser.add_params then divides scale by size for
-  # cross-map ('cmrnorm') layers: alpha = 2e-5 on the raw sum.
+  # L:22-26 and P:83-91 ([rnorm1], [rnorm2]): type=cmrnorm, size=5, scale=0.0001, pow=0.75,
+  # minDiv=2, the printed constants; layer.py NormLayerParser.add_params then divides scale
+  # by size for cross-map layers: alpha = 2e-5 on the raw sum.
   m.lrn_alpha_per_size = True
-  # layers-imagenet-1gpu.cfg: [conv1] has no `neuron`, [rnorm1] reads conv1 and [pool1]
-  # carries neuron=relu; conv2 has neuron=relu before rnorm2, as printed.
+  # L:9-20: [conv1] has no `neuron`; L:24 [rnorm1] reads conv1; L:35 [pool1] carries
+  # neuron=relu. conv2 has its neuron=relu (L:49) before rnorm2, as printed.
   m.act_after_lrn = (1,) if 1 in m.lrn_after else ()
-  # layers-imagenet-1gpu.cfg [dropout1]/[dropout2]: type=dropout2, which multiplies by a
-  # 0/1 mask while training and by `keep` at test (cudaconvnet/src/layer.cu,
-  # Dropout2Layer::fpropActs); type=dropout would be the inverted kind.
+  # L:123-124 and L:137-138: type=dropout2, keep=0.5. A dropout2 layer multiplies by a 0/1
+  # mask while training and by `keep` at test (cudaconvnet/src/layer.cu,
+  # Dropout2Layer::fpropActs); type=dropout is the inverted kind (DropoutSmallerThanOperator
+  # in cudaconvnet/include/layer.cuh scales kept units by 1/keep).
   m.dropout_scaling = "test"
-  # layer-params-imagenet-1gpu.cfg, every weight layer: epsW=dexp[base=0.01;...],
-  # epsB=dexp[base=0.02;...]. (Their dexp schedules, 250x down in 4 steps for weights and
-  # 10x in 2 for biases, belong to the 2014 runs; the paper's plateau rule is kept.)
+  # P:6-7 (and the same two lines in each of the 8 weight layers' blocks):
+  # epsW=dexp[base=0.01;...], epsB=dexp[base=0.02;...]; momW = momB = 0.9, wc=0.0005 as
+  # printed. (The dexp schedules, 250x down in 4 steps for weights and 10x in 2 for biases,
+  # belong to the 2014 runs; the paper's plateau rule is kept.)
   o.bias_lr_mult = 2.0
   # cudaconvnet/src/layer.cu, WeightLayer's constructor: biases are built with weight
-  # cost 0 whatever the file says (and the file sets wball=0).
+  # cost 0 whatever the file says (P:5 also sets wball=0).
   o.decay_biases = False
   if _paper_conv1(m):
-    # TrainingExample.md trains with `--inner-size 224`: 224px crops, 32 x 32 positions
+    # TrainingExample.md:10 trains with `--inner-size 224`: 224px crops, 32 x 32 positions
     # and their flips, the paper's 2,048 translations.
     m.input_size = c.data.crop_size = 224
-    # layers-imagenet-1gpu.cfg initW: conv1 0.01, conv2 0.01, conv3-5 0.03, fc 0.01 (and
-    # initB 1 for conv2, conv4, conv5, fc6, fc7 as printed; fc8's initB=-7 is a constant
-    # shift of every logit, which a softmax ignores). Only for the paper-sized net: the
-    # small nets' init_std is set for their own fan-ins.
+    # initW at L:17, 45 (0.01: conv1, conv2), L:73, 87, 100 (0.03: conv3-5), L:117, 131,
+    # 145 (0.01: fc). initB is 1 for conv2, conv4, conv5, fc6, fc7 as printed; fc8's
+    # initB=-7 (L:146) shifts every logit alike, which a softmax ignores. Only for the
+    # paper-sized net: the small nets' init_std is set for their own fan-ins.
     m.init_stds = (0.01, 0.01, 0.03, 0.03, 0.03) + (0.01,) * (len(m.fc_features) + 1)
   m.conv_pad_far = cuda_convnet_far_padding(m)
 
