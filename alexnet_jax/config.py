@@ -23,13 +23,18 @@ def base_config() -> ml_collections.ConfigDict:
 
   m = c.model = ml_collections.ConfigDict()
   m.num_classes = 1000
-  m.input_size = 227  # The paper says 224, but 11x11/4 convs only give 55x55 maps from 227.
+  # The paper says 224. A 224px input gives 55x55 conv1 maps only if the conv's output
+  # size is rounded up, as cuda-convnet does (1 + ceil((224 - 11) / 4) = 55: the last
+  # windows overhang the far edge by 3 zero pixels; see conv_pad_far and
+  # convention=cuda-convnet). With ordinary (floor) convs 227 gives 55, Caffe's choice.
+  m.input_size = 227
   m.towers = 2
   # Widths summed over towers; each tower holds features // towers kernels.
   m.conv_features = (96, 256, 384, 384, 256)
   m.conv_kernels = (11, 5, 3, 3, 3)
   m.conv_strides = (4, 1, 1, 1, 1)
   m.conv_padding = (0, 2, 1, 1, 1)
+  m.conv_pad_far = (0, 0, 0, 0, 0)  # Extra zeros on the bottom/right edge only, per conv.
   m.conv_layers = (1, 2, 3, 4, 5)  # Drop an index to remove that conv layer.
   m.cross_tower = (3,)  # Conv layers whose kernels see both towers' maps.
   m.lrn = True
@@ -38,14 +43,26 @@ def base_config() -> ml_collections.ConfigDict:
   m.lrn_k = 2.0
   m.lrn_alpha = 1e-4
   m.lrn_beta = 0.75
+  # False: alpha multiplies the raw window sum, as printed in section 3.3. True: alpha / size,
+  # as cuda-convnet (and Caffe, PyTorch) compute it, so 1e-4 acts as 2e-5.
+  m.lrn_alpha_per_size = False
+  m.act_after_lrn = ()  # Convs whose ReLU follows their LRN (cuda-convnet's conv1).
   m.pool_after = (1, 2, 5)
   m.pool_window = 3
   m.pool_stride = 2
   m.fc_features = (4096, 4096)
   m.dropout = 0.5
+  # "train": inverted dropout, kept units x 1/(1 - rate) while training, nothing at test.
+  # "test": the paper's (section 4.2) and cuda-convnet's way, kept units unscaled while
+  # training and every output x (1 - rate) at test. Same expectation, but with "train"
+  # fc7 and fc8 see inputs twice as large during training.
+  m.dropout_scaling = "train"
   m.activation = "relu"
   m.init = "paper"
   m.init_std = 0.01
+  # Per-layer stds for init="paper" (conv1.. then fc layers and the class layer); () uses
+  # init_std everywhere.
+  m.init_stds = ()
   m.bias_one = PAPER_BIAS_ONE
   m.dtype = "float32"  # Compute dtype; params stay float32 ("bfloat16" for GPUs).
 
@@ -88,10 +105,22 @@ def base_config() -> ml_collections.ConfigDict:
   o.lr = 0.01
   o.momentum = 0.9
   o.weight_decay = 5e-4
+  # Biases are not decayed: the paper's text decays "the weights", its authors' code never
+  # decays biases (cuda-convnet builds them with weight cost 0), and a decayed bias only
+  # pulls units towards zero output, which their bias of 1 (section 5) is there to avoid.
   o.decay_biases = False
+  o.bias_lr_mult = 1.0  # Biases' learning rate as a multiple of the weights' (cuda-convnet: 2).
   o.schedule = "plateau"  # "plateau" (paper), "steps", "cosine", "constant".
   o.plateau_factor = 0.1
-  o.plateau_patience = 1  # Epochs without val improvement before a drop.
+  # Evaluations in a row without improvement before a drop. With the threshold below,
+  # simulated 90-epoch ImageNet curves drop three times, at about epochs 30, 50 and 60,
+  # where patience 1 with no threshold spent all three drops on noise by epoch ~30
+  # (tests/test_optim.py); the paper dropped three times in its ~90 epochs.
+  o.plateau_patience = 5
+  # An epoch improves on the best if below best * (1 - threshold) - min_delta. 0.01 is
+  # about two binomial stds of the top-1 error on ILSVRC-2012's 50,000 validation images
+  # (sqrt(0.4 * 0.6 / 50000) = 0.22 points at 40% error, 0.55% of it): less is noise.
+  o.plateau_threshold = 0.01
   o.plateau_min_delta = 0.0
   o.plateau_max_drops = 3  # The paper divided by 10 three times.
   o.step_epochs = ()  # For "steps": epochs at which the LR is multiplied by plateau_factor.
@@ -125,6 +154,98 @@ def one_tower(c: ml_collections.ConfigDict) -> None:
   f = list(c.model.conv_features)
   c.model.towers = 1
   c.model.conv_features = tuple(x // 2 for x in f[:4]) + (f[4],)
+
+
+# --------------------------------------------------------------------------------------
+# Two readings of AlexNet, each a preset (`convention=paper|cuda-convnet`). Every place
+# where the printed paper and its authors' code differ is its own field, so either reading
+# can be taken whole or one difference at a time. The code read is akrizhevsky/cuda-convnet2
+# (2014, Apache-2.0), the only public release with ImageNet layer files: layer.py, the C++
+# layers in cudaconvnet/, TrainingExample.md, and the ImageNet layer files, cited below by
+# line as L = layers/layers-223-ce2-1gpu-crp.cfg and P = layers/layer-params-223-ce2-1gpu.cfg
+# (the same values as layers/layer{s,-params}-imagenet-1gpu.cfg, which TrainingExample.md
+# runs and which the fork NervanaSystems/cuda-convnet2 keeps). They describe the one-tower
+# "one weird trick" net (64-192-384-256-256 kernels); only their per-layer rules are taken
+# here, not their widths.
+
+
+def _paper_conv1(m) -> bool:
+  """Whether conv1 is the paper's 11x11/4 unpadded conv on a 224 or 227 px input."""
+  return (m.conv_kernels[0] == 11 and m.conv_strides[0] == 4 and m.conv_padding[0] == 0
+          and m.input_size in (224, 227))
+
+
+def cuda_convnet_far_padding(m) -> tuple:
+  """Far-edge zero padding per conv that gives cuda-convnet's rounded-up output sizes.
+
+  cuda-convnet sizes a conv's output as 1 + ceil((size + 2 * padding - filter) / stride)
+  (layer.py, ConvLayerParser.parse: `dic['modulesX']`) and its kernels skip the taps that
+  fall past the image, i.e. read zeros there. Pools are left as they are: cuda-convnet
+  rounds their outputs up too, but the paper's maps (55, 27, 13) fit them exactly.
+  """
+  size, far = m.input_size, []
+  for i in range(1, len(m.conv_features) + 1):
+    extra = 0
+    if i in m.conv_layers:
+      k, st, p = m.conv_kernels[i - 1], m.conv_strides[i - 1], m.conv_padding[i - 1]
+      out = 1 + -(-(size + 2 * p - k) // st)
+      extra = (out - 1) * st + k - (size + 2 * p)
+      size = out
+    if i in m.pool_after:
+      size = (size - m.pool_window) // m.pool_stride + 1
+    far.append(extra)
+  return tuple(far)
+
+
+def paper_convention(c: ml_collections.ConfigDict) -> None:
+  """The NIPS 2012 paper as printed: the base config, with test-time dropout scaling."""
+  m = c.model
+  m.lrn_alpha_per_size = False  # Section 3.3's formula: alpha times the raw sum.
+  m.act_after_lrn = ()  # Section 3.3: "after applying the ReLU nonlinearity in certain layers".
+  # Section 4.2: "At test time, we use all the neurons but multiply their outputs by 0.5".
+  m.dropout_scaling = "test"
+  m.init_stds = ()  # Section 5: N(0, 0.01) in every layer.
+  m.conv_pad_far = (0,) * len(m.conv_features)
+  c.optim.bias_lr_mult = 1.0  # Section 5 gives one learning rate "for all layers".
+  # decay_biases stays False: the update rule of section 5 is stated for "weight w".
+
+
+def cuda_convnet_convention(c: ml_collections.ConfigDict) -> None:
+  """What the authors' code ran, per the cuda-convnet2 files named above."""
+  m, o = c.model, c.optim
+  # L:22-26 and P:83-91 ([rnorm1], [rnorm2]): type=cmrnorm, size=5, scale=0.0001, pow=0.75,
+  # minDiv=2, the printed constants; layer.py NormLayerParser.add_params then divides scale
+  # by size for cross-map layers: alpha = 2e-5 on the raw sum.
+  m.lrn_alpha_per_size = True
+  # L:9-20: [conv1] has no `neuron`; L:24 [rnorm1] reads conv1; L:35 [pool1] carries
+  # neuron=relu. conv2 has its neuron=relu (L:49) before rnorm2, as printed.
+  m.act_after_lrn = (1,) if 1 in m.lrn_after else ()
+  # L:123-124 and L:137-138: type=dropout2, keep=0.5. A dropout2 layer multiplies by a 0/1
+  # mask while training and by `keep` at test (cudaconvnet/src/layer.cu,
+  # Dropout2Layer::fpropActs); type=dropout is the inverted kind (DropoutSmallerThanOperator
+  # in cudaconvnet/include/layer.cuh scales kept units by 1/keep).
+  m.dropout_scaling = "test"
+  # P:6-7 (and the same two lines in each of the 8 weight layers' blocks):
+  # epsW=dexp[base=0.01;...], epsB=dexp[base=0.02;...]; momW = momB = 0.9, wc=0.0005 as
+  # printed. (The dexp schedules, 250x down in 4 steps for weights and 10x in 2 for biases,
+  # belong to the 2014 runs; the paper's plateau rule is kept.)
+  o.bias_lr_mult = 2.0
+  # cudaconvnet/src/layer.cu, WeightLayer's constructor: biases are built with weight
+  # cost 0 whatever the file says (P:5 also sets wball=0).
+  o.decay_biases = False
+  if _paper_conv1(m):
+    # TrainingExample.md:10 trains with `--inner-size 224`: 224px crops, 32 x 32 positions
+    # and their flips, the paper's 2,048 translations.
+    m.input_size = c.data.crop_size = 224
+    # initW at L:17, 45 (0.01: conv1, conv2), L:73, 87, 100 (0.03: conv3-5), L:117, 131,
+    # 145 (0.01: fc). initB is 1 for conv2, conv4, conv5, fc6, fc7 as printed; fc8's
+    # initB=-7 (L:146) shifts every logit alike, which a softmax ignores. Only for the
+    # paper-sized net: the small nets' init_std is set for their own fan-ins.
+    m.init_stds = (0.01, 0.01, 0.03, 0.03, 0.03) + (0.01,) * (len(m.fc_features) + 1)
+  m.conv_pad_far = cuda_convnet_far_padding(m)
+
+
+CONVENTIONS = {"paper": paper_convention, "cuda-convnet": cuda_convnet_convention}
 
 
 # Each variant is a small named edit so that sweep files and the command line share them.
@@ -192,6 +313,7 @@ VARIANT_HELP = {
     "drop_conv=N": "remove conv layer N (1-5); conv3's cross-tower link moves to conv4",
     "crops=center|ten": "test-time views",
     "init=paper|he": "weight initialisation",
+    "convention=paper|cuda-convnet": "the printed paper, or what its authors' code ran",
     "seed=N": "random seed",
     "epochs=N": "number of epochs",
     "runlocal": "shrink everything to run in seconds on a laptop",
@@ -239,6 +361,10 @@ def _variant_edits(key, value, runlocal):
     return [_set("data.eval_crops", value)]
   if key == "init":
     return [_set("model.init", value)]
+  if key == "convention":
+    if value not in CONVENTIONS:
+      raise ValueError(f"convention must be one of {tuple(CONVENTIONS)}")
+    return [CONVENTIONS[value]]
   if key == "seed":
     return [_set("seed", int(value))]
   if key == "epochs":
@@ -253,6 +379,7 @@ def _variant_edits(key, value, runlocal):
 _CHOICES = {
     "model.activation": ("relu", "tanh"),
     "model.init": ("paper", "he"),
+    "model.dropout_scaling": ("train", "test"),
     "model.dtype": ("float32", "bfloat16"),
     "data.normalize": ("mean_image", "channel", "none"),
     "data.eval_crops": ("center", "ten"),
@@ -275,7 +402,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"config.{path}={node[leaf]!r} is not one of {choices}.")
   m = c.model
   n = len(m.conv_features)
-  for f in ("conv_kernels", "conv_strides", "conv_padding"):
+  for f in ("conv_kernels", "conv_strides", "conv_padding", "conv_pad_far"):
     if len(m[f]) != n:
       raise ConfigError(
           f"config.model.{f} has {len(m[f])} entries but conv_features has {n}; give one per conv layer.")
@@ -293,6 +420,17 @@ def validate(c: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"config.model.fc_features={tuple(m.fc_features)} must be multiples of towers={m.towers}.")
   if not 0.0 <= m.dropout < 1.0:
     raise ConfigError(f"config.model.dropout={m.dropout} must be in [0, 1).")
+  if any(p < 0 for p in m.conv_pad_far):
+    raise ConfigError(f"config.model.conv_pad_far={tuple(m.conv_pad_far)} must be >= 0.")
+  n_layers = n + len(m.fc_features) + 1
+  if m.init_stds and (len(m.init_stds) != n_layers or any(v <= 0 for v in m.init_stds)):
+    raise ConfigError(
+        f"config.model.init_stds={tuple(m.init_stds)} needs {n_layers} positive stds (one per "
+        "conv layer, fc layer and the class layer), or () to use init_std everywhere.")
+  if any(i not in m.lrn_after for i in m.act_after_lrn):
+    raise ConfigError(
+        f"config.model.act_after_lrn={tuple(m.act_after_lrn)} names convs without LRN "
+        f"(lrn_after={tuple(m.lrn_after)}); list only convs in lrn_after.")
   if m.lrn and m.lrn_size % 2 != 1:
     raise ConfigError(f"config.model.lrn_size={m.lrn_size} must be odd (a window centred on each channel).")
   if m.pool_window < 1 or m.pool_stride < 1:
@@ -332,6 +470,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     raise ConfigError(
         f"config.data.threads={d.threads}, data.workers={d.workers}, data.prefetch={d.prefetch}: "
         "threads and prefetch must be >= 1, workers >= 0 (0 reads in the training process).")
+  if c.optim.bias_lr_mult <= 0:
+    raise ConfigError(f"config.optim.bias_lr_mult={c.optim.bias_lr_mult} must be > 0.")
   if c.batch_size < 1 or c.eval_batch_size < 1:
     raise ConfigError("config.batch_size and config.eval_batch_size must be >= 1.")
   if c.mesh.model not in (1, 2):
@@ -356,7 +496,7 @@ def feature_map_sizes(m) -> list[int]:
   for i in range(1, len(m.conv_features) + 1):
     if i in m.conv_layers:
       k, s, p = m.conv_kernels[i - 1], m.conv_strides[i - 1], m.conv_padding[i - 1]
-      size = (size + 2 * p - k) // s + 1
+      size = (size + 2 * p + m.conv_pad_far[i - 1] - k) // s + 1
     if i in m.pool_after:
       size = (size - m.pool_window) // m.pool_stride + 1
     sizes.append(size)

@@ -34,9 +34,9 @@ def _get(m, name):
   return m[name] if isinstance(m, dict) or hasattr(m, "keys") else getattr(m, name)
 
 
-def _taps(n: int, k: int, s: int, p: int) -> int:
+def _taps(n: int, k: int, s: int, p: int, far: int = 0) -> int:
   """Kernel taps that land inside the input, summed over the output positions of one axis."""
-  out = (n + 2 * p - k) // s + 1
+  out = (n + 2 * p + far - k) // s + 1
   return sum(min(k, n + p - o * s) - max(0, p - o * s) for o in range(out))
 
 
@@ -51,6 +51,7 @@ def layer_counts(model, count_padding: bool = True) -> list[LayerCount]:
   kernels = list(_get(model, "conv_kernels"))
   strides = list(_get(model, "conv_strides"))
   paddings = list(_get(model, "conv_padding"))
+  fars = list(_get(model, "conv_pad_far"))
   present = set(_get(model, "conv_layers"))
   cross = set(_get(model, "cross_tower"))
   pool_after = set(_get(model, "pool_after"))
@@ -63,9 +64,9 @@ def layer_counts(model, count_padding: bool = True) -> list[LayerCount]:
   first = True
   for i in range(1, len(features) + 1):
     if i in present:
-      k, s, p = kernels[i - 1], strides[i - 1], paddings[i - 1]
-      positions = _taps(size, k, s, p) ** 2 if not count_padding else None
-      size = (size + 2 * p - k) // s + 1
+      k, s, p, far = kernels[i - 1], strides[i - 1], paddings[i - 1], fars[i - 1]
+      positions = _taps(size, k, s, p, far) ** 2 if not count_padding else None
+      size = (size + 2 * p + far - k) // s + 1
       if positions is None:
         positions = size * size * k * k
       # A tower reads every channel before the first conv and at cross-tower layers,

@@ -11,6 +11,14 @@ Ablations (section numbers of the paper) are config arguments, e.g.
     --config=configs/alexnet_imagenet.py:towers=1         # 3.2, one tower, half the kernels
     --config=configs/alexnet_imagenet.py:pca=0,crops=ten  # 4.1, no colour noise
 
+Two readings of the paper are presets: `convention=paper` (the printed text; it differs
+from the default only in scaling dropout at test time) and `convention=cuda-convnet` (what
+the authors' code ran: LRN alpha divided by the window size, ReLU of conv1 after its LRN,
+224px crops with conv1's output rounded up to 55, biases at twice the weights' learning
+rate, per-layer init stds). Each difference is a field; see config.CONVENTIONS.
+
+    --config=configs/alexnet_imagenet.py:convention=cuda-convnet
+
 `runlocal` shrinks the run to a few steps on a laptop (needs the dataset prepared).
 """
 

@@ -90,6 +90,7 @@ VARIANT_FIELDS = {
     "crops=ten": {"data.eval_crops": "ten"},
     "crops=center": {"data.eval_crops": "center"},
     "init=he": {"model.init": "he"},
+    "convention=paper": {"model.dropout_scaling": "test"},
     "seed=7": {"seed": 7},
     "epochs=3": {"num_epochs": 3},
 }
@@ -215,6 +216,13 @@ BAD_CONFIGS = {
     "kernels_length": (_set(model__conv_kernels=(5, 5, 3, 3)), r"config\.model\.conv_kernels"),
     "crop_vs_image": (_set(model__input_size=40, data__crop_size=40), r"config\.data\.crop_size=40"),
     "lr": (_set(optim__lr=0.0), r"config\.optim\.lr"),
+    "dropout_scaling": (_set(model__dropout_scaling="both"), r"config\.model\.dropout_scaling='both'"),
+    "conv_pad_far_length": (_set(model__conv_pad_far=(0, 0)), r"config\.model\.conv_pad_far has 2"),
+    "conv_pad_far_negative": (_set(model__conv_pad_far=(-1, 0, 0, 0, 0)), r"config\.model\.conv_pad_far"),
+    "init_stds_length": (_set(model__init_stds=(0.01,) * 5), r"config\.model\.init_stds=.*needs 8"),
+    "act_after_lrn": (_set(model__act_after_lrn=(3,)), r"config\.model\.act_after_lrn=\(3,\)"),
+    "bias_lr_mult": (_set(optim__bias_lr_mult=0.0), r"config\.optim\.bias_lr_mult"),
+    "plateau_threshold": (_set(optim__plateau_threshold=-0.1), r"config\.optim\.plateau_threshold"),
     "lr_step_past_end": (_set(optim__schedule="steps", optim__step_epochs=(100,)),
                          r"config\.optim\.step_epochs=\(100,\).*num_epochs"),
     "batch": (_set(batch_size=0), r"config\.batch_size"),
@@ -249,6 +257,61 @@ def test_mesh_model_2_with_two_towers_is_valid():
 
 
 # ---------------------------------------------------------------------------------------
+# convention=paper|cuda-convnet: each preset sets its fields and nothing else.
+
+CONVENTION_FIELDS = {
+    "paper": {"model.dropout_scaling": "test"},
+    "cuda-convnet": {"model.lrn_alpha_per_size": True, "model.act_after_lrn": (1,),
+                     "model.dropout_scaling": "test", "optim.bias_lr_mult": 2.0},
+}
+CUDA_CONVNET_IMAGENET = {
+    "model.input_size": 224, "data.crop_size": 224, "model.conv_pad_far": (3, 0, 0, 0, 0),
+    "model.init_stds": (0.01, 0.01, 0.03, 0.03, 0.03, 0.01, 0.01, 0.01)}
+
+
+@pytest.mark.parametrize("name", ["alexnet_imagenet", "small_fashion_mnist"])
+@pytest.mark.parametrize("convention", sorted(CONVENTION_FIELDS))
+def test_convention_sets_its_fields_and_nothing_else(name, convention):
+  base = _get(name)
+  c = _get(name, f"convention={convention}")
+  want = dict(CONVENTION_FIELDS[convention])
+  if convention == "cuda-convnet" and name == "alexnet_imagenet":
+    want.update(CUDA_CONVNET_IMAGENET)
+  flat = lambda cfg: dict(_flatten(cfg.to_dict()))
+  diff = {k: v for k, v in flat(c).items() if flat(base)[k] != v}
+  assert diff == want
+  validate(c)
+  # A convention combines with the ablations.
+  validate(_get(name, f"convention={convention},towers=1,drop_conv=3,lrn=0,runlocal"))
+
+
+def test_bad_convention_names_the_choices():
+  with pytest.raises(ValueError, match="convention must be one of"):
+    _get("alexnet_imagenet", "convention=caffe")
+
+
+def test_cuda_convnet_far_padding_rounds_up_like_cuda_convnet():
+  # layer.py: modulesX = 1 + ceil((2 * padding + imgSize - filterSize) / stride).
+  m = config_lib.base_config().model
+  for size in (224, 225, 226, 227, 230):
+    m.input_size = size
+    far = config_lib.cuda_convnet_far_padding(m)
+    out = 1 + -(-(size - 11) // 4)
+    assert far[1:] == (0, 0, 0, 0)
+    assert (size + far[0] - 11) // 4 + 1 == out, size
+    assert 0 <= far[0] < 4
+  m.input_size = 227
+  assert config_lib.cuda_convnet_far_padding(m) == (0,) * 5  # 227 fits exactly.
+
+
+def test_cuda_convnet_crops_give_the_papers_2048_translations():
+  c = _get("alexnet_imagenet", "convention=cuda-convnet")
+  # Section 4.1: 224x224 patches of 256x256 images and their reflections, "a factor of 2048".
+  assert (c.data.image_size - c.data.crop_size) ** 2 * 2 == 2048
+  assert feature_map_sizes(c.model) == feature_map_sizes(_get("alexnet_imagenet").model)
+
+
+# ---------------------------------------------------------------------------------------
 # feature_map_sizes is what the model actually builds.
 
 def test_feature_map_sizes_paper_values():
@@ -259,6 +322,7 @@ def test_feature_map_sizes_paper_values():
 @pytest.mark.parametrize("name,arg", [
     ("alexnet_imagenet", None), ("alexnet_imagenet", "pool=2x2"),
     ("alexnet_imagenet", "drop_conv=3"), ("alexnet_imagenet", "towers=1"),
+    ("alexnet_imagenet", "convention=cuda-convnet"),
     ("small_fashion_mnist", None), ("small_fashion_mnist", "pool=2x2"),
     ("small_fashion_mnist", "drop_conv=4"),
 ])

@@ -110,6 +110,23 @@ def test_lrn_against_pytorch():
                              atol=1e-6)
 
 
+@pytest.mark.parametrize("per_size", [False, True])
+def test_model_lrn_alpha_per_size_against_pytorch(per_size):
+  # The model's two readings of the paper's constants (model.lrn_alpha_per_size): the raw
+  # sum as printed, or cuda-convnet's scale / size, which is exactly what
+  # torch.nn.LocalResponseNorm computes from the same constants.
+  torch = pytest.importorskip("torch")
+  from alexnet_jax.models.alexnet import ModelSpec, lrn_alpha
+  spec = ModelSpec(lrn_alpha_per_size=per_size)
+  x = _x((2, 3, 3, 12), seed=5, scale=40.0)
+  ours = np.asarray(lrn(jnp.asarray(x), size=5, k=2.0, alpha=lrn_alpha(spec), beta=0.75))
+  nchw = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+  ref = torch.nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)(nchw).numpy().transpose(0, 2, 3, 1)
+  np.testing.assert_allclose(ours, lrn_paper(x, 5, 2.0, 1e-4 / (5 if per_size else 1), 0.75),
+                             rtol=2e-5)
+  assert np.allclose(ours, ref, rtol=2e-5, atol=1e-6) == per_size
+
+
 def test_lrn_any_channels_last_rank():
   for shape in [(7, 6), (2, 3, 5), (1, 2, 2, 2, 9)]:
     x = _x(shape, seed=len(shape))

@@ -89,12 +89,16 @@ def _run(spec, variables, x, train=False, key=None):
 # An independent forward pass: one array of all channels, grouped convs for tower layers.
 
 def _ref_lrn(h, spec):
-  """Paper LRN on one tower's channels, as a banded matrix product (not shifted slices)."""
+  """Paper LRN on one tower's channels, as a banded matrix product (not shifted slices).
+
+  With `lrn_alpha_per_size`, alpha is divided by the window size (cuda-convnet's rule).
+  """
   c = h.shape[-1]
   idx = np.arange(c)
   band = (np.abs(idx[:, None] - idx[None, :]) <= spec.lrn_size // 2).astype(np.float32)
   window = jnp.einsum("...i,ij->...j", jnp.square(h), band, precision="highest")
-  return h / jnp.power(spec.lrn_k + spec.lrn_alpha * window, spec.lrn_beta)
+  alpha = spec.lrn_alpha / spec.lrn_size if spec.lrn_alpha_per_size else spec.lrn_alpha
+  return h / jnp.power(spec.lrn_k + alpha * window, spec.lrn_beta)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -104,6 +108,7 @@ def reference_logits(spec: ModelSpec, params, x):
   h = x
   towers = None  # Number of tower channel groups in `h` once the first conv has run.
   for i in range(1, len(spec.conv_features) + 1):
+    late_act = False
     if i in spec.conv_layers:
       p = params[f"conv{i}"]
       t = p["kernel"].shape[0]
@@ -111,18 +116,24 @@ def reference_logits(spec: ModelSpec, params, x):
       # The first conv sees the image in every tower, a cross-tower conv sees all channels:
       # both are ordinary convs. Every other conv is grouped by tower.
       groups = 1 if towers is None or i in spec.cross_tower else t
-      pad = spec.conv_padding[i - 1]
+      pad, far = spec.conv_padding[i - 1], spec.conv_pad_far[i - 1]
       h = jax.lax.conv_general_dilated(
-          h, kernel, (spec.conv_strides[i - 1],) * 2, [(pad, pad)] * 2,
+          h, kernel, (spec.conv_strides[i - 1],) * 2, [(pad, pad + far)] * 2,
           dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups,
           precision=hp) + jnp.concatenate(list(p["bias"]))
-      h = act(h)
+      # cuda-convnet's order for conv1: LRN of the raw conv output, the ReLU after the pool.
+      late_act = i in spec.act_after_lrn
+      if not late_act:
+        h = act(h)
       towers = t
-    if spec.lrn and i in spec.lrn_after:
-      h = jnp.concatenate([_ref_lrn(g, spec) for g in jnp.split(h, towers, axis=-1)], -1)
+      # LRN normalises its own conv's output only; a removed conv takes its LRN along.
+      if spec.lrn and i in spec.lrn_after:
+        h = jnp.concatenate([_ref_lrn(g, spec) for g in jnp.split(h, towers, axis=-1)], -1)
     if i in spec.pool_after:
       w, s = spec.pool_window, spec.pool_stride
       h = jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, w, w, 1), (1, s, s, 1), "VALID")
+    if late_act:
+      h = act(h)
   h = h.reshape(h.shape[0], -1)
   for j in range(len(spec.fc_features)):
     p = params[f"fc{6 + j}"]
@@ -265,6 +276,13 @@ REFERENCE_CASES = {
     # drop_conv=3 on two towers: conv4 inherits the cross-tower connection (groups=1 there
     # in the reference), so a model that kept conv4 per-tower would not match.
     "two_towers_no_conv3": lambda: _small_spec(**STRONG_LRN, conv_layers=(1, 2, 4, 5), cross_tower=(4,)),
+    # drop_conv=2: conv2's LRN leaves with conv2 (the model used to normalise conv1's maps
+    # a second time there).
+    "two_towers_no_conv2": lambda: _small_spec(**STRONG_LRN, conv_layers=(1, 3, 4, 5)),
+    # cuda-convnet's rules: alpha / size, conv1's ReLU after LRN and pool (the reference
+    # applies it after the pool, as cuda-convnet's layer file does), far-edge padding.
+    "cuda_convnet_rules": lambda: _small_spec(
+        **STRONG_LRN, lrn_alpha_per_size=True, act_after_lrn=(1,), conv_pad_far=(1, 0, 0, 0, 0)),
 }
 
 
@@ -530,3 +548,155 @@ def test_bfloat16_compute_gives_float32_logits_close_to_float32(small_run):
   params = jax.eval_shape(lambda: AlexNet(bf16).init({"params": jax.random.key(0)}, x,
                                                      train=False))["params"]
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
+
+
+# ---------------------------------------------------------------------------------------
+# The two readings of the paper (config.CONVENTIONS): each field against a reference.
+
+def _pool(v, w=3, s=2):
+  return jax.lax.reduce_window(v, -jnp.inf, jax.lax.max, (1, w, w, 1), (1, s, s, 1), "VALID")
+
+
+def test_drop_conv2_normalises_conv1_maps_once():
+  c = config_lib.base_config()
+  config_lib.small_model(c)
+  config_lib.apply_variant(c, "drop_conv=2")
+  spec = dataclasses.replace(ModelSpec.from_config(c.model), **STRONG_LRN)
+  assert spec.conv_layers == (1, 3, 4, 5) and spec.lrn_after == (1, 2)
+  variables = _random_params(spec, seed=5)
+  _, seen = _run(spec, variables, _images(spec, seed=5))
+  for t in range(2):
+    once = _ref_lrn(jax.nn.relu(seen["conv1"][1][t]), spec)
+    # conv3 reads both towers: tower t's channels are the t-th half of its input.
+    got = np.split(np.asarray(seen["conv3"][0][0]), 2, axis=-1)[t]
+    np.testing.assert_allclose(got, _pool(_pool(once)), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(got, _pool(_ref_lrn(_pool(once), spec)), rtol=0.05)
+
+
+def test_lrn_alpha_per_size_is_torch_local_response_norm():
+  torch = pytest.importorskip("torch")
+  # The paper's constants, with activations large enough for alpha to matter.
+  spec = _small_spec(lrn_alpha_per_size=True, lrn=True)
+  assert (spec.lrn_size, spec.lrn_k, spec.lrn_alpha, spec.lrn_beta) == (5, 2.0, 1e-4, 0.75)
+  variables = _random_params(spec, seed=6)
+  x = 60.0 * _images(spec, seed=6)
+  _, seen = _run(spec, variables, x)
+  lrn = torch.nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)  # Divides alpha by 5.
+  for t in range(2):
+    relu = np.asarray(jax.nn.relu(seen["conv1"][1][t]))
+    ref = lrn(torch.from_numpy(relu.transpose(0, 3, 1, 2).copy())).numpy().transpose(0, 2, 3, 1)
+    assert not np.allclose(ref, relu / 2.0 ** 0.75, rtol=1e-3)  # LRN does something here.
+    np.testing.assert_allclose(seen["conv2"][0][t], _pool(jnp.asarray(ref)), rtol=1e-5, atol=1e-5)
+
+
+def _fc_inputs(spec, variables, x, train, key=None):
+  """(ReLU outputs of fc6 and fc7, what fc7 and fc8 received), all towers concatenated."""
+  _, seen = _run(spec, variables, x, train=train, key=key)
+  relu = [np.maximum(np.concatenate(seen[f][1], -1), 0.0) for f in ("fc6", "fc7")]
+  return relu, [np.asarray(seen[f][0]) for f in ("fc7", "fc8")]
+
+
+@pytest.mark.parametrize("scaling", ["train", "test"])
+def test_dropout_scaling_at_test_and_in_training(scaling):
+  spec = _small_spec(dropout=0.5, dropout_scaling=scaling)
+  variables = _random_params(spec, seed=7)
+  x = _images(spec, seed=7)
+  (e6, e7), (fc7_in, fc8_in) = _fc_inputs(spec, variables, x, train=False)
+  # Test time: the paper multiplies by 0.5; inverted dropout leaves the outputs alone.
+  test_scale = 0.5 if scaling == "test" else 1.0
+  np.testing.assert_allclose(fc7_in, test_scale * e6, rtol=1e-6)
+  np.testing.assert_allclose(fc8_in, test_scale * e7, rtol=1e-5, atol=1e-6)
+  # Training: kept units pass unscaled ("test") or doubled ("train").
+  (t6, _), (fc7_tr, _) = _fc_inputs(spec, variables, x, train=True, key=_key(3))
+  kept = fc7_tr != 0
+  assert 0.3 < kept[t6 != 0].mean() < 0.7
+  train_scale = 1.0 if scaling == "test" else 2.0
+  np.testing.assert_allclose(fc7_tr[kept], train_scale * t6[kept], rtol=1e-6)
+
+
+def test_dropout_scalings_agree_in_expectation_and_differ_in_training():
+  # Over many masks, what fc7 receives in training averages to what it receives at test,
+  # for both scalings; with the same mask the inverted one is exactly 1/keep times larger,
+  # which is the change in training dynamics the two readings disagree on.
+  test_spec = _small_spec(dropout=0.5, dropout_scaling="test")
+  inv_spec = dataclasses.replace(test_spec, dropout_scaling="train")
+  variables = _random_params(test_spec, seed=8)
+  x = _images(test_spec, batch=1, seed=8)
+  keys = jax.random.split(_key(9), 512)
+
+  def fc7_inputs(spec):
+    run = jax.jit(jax.vmap(lambda k: run_layers(AlexNet(spec), variables, x, train=True,
+                                                rngs={"dropout": k})[1]["fc7"][0]))
+    return np.asarray(run(keys))
+
+  for spec in (test_spec, inv_spec):
+    _, (at_test, _) = _fc_inputs(spec, variables, x, train=False)
+    samples = fc7_inputs(spec)
+    sem = samples.std(0) / math.sqrt(len(keys)) + 1e-6
+    assert np.all(np.abs(samples.mean(0) - at_test) < 5 * sem), spec.dropout_scaling
+  np.testing.assert_allclose(fc7_inputs(inv_spec), 2.0 * fc7_inputs(test_spec), rtol=1e-6)
+
+
+def _cuda_convnet_conv(x, w, b, stride, padding):
+  """cuda-convnet's conv by its own rules: 1 + ceil((size + 2p - f) / s) outputs per axis,
+  each the sum over the filter taps that land inside the image (others contribute 0)."""
+  n, size, _, _ = x.shape
+  f = w.shape[0]
+  out = 1 + math.ceil((size + 2 * padding - f) / stride)
+  y = np.zeros((n, out, out, w.shape[-1]))
+  for oy in range(out):
+    for ox in range(out):
+      for dy in range(f):
+        for dx in range(f):
+          iy, ix = oy * stride - padding + dy, ox * stride - padding + dx
+          if 0 <= iy < size and 0 <= ix < size:
+            y[:, oy, ox] += x[:, iy, ix] @ w[dy, dx]
+  return y + b
+
+
+def test_far_padding_is_cuda_convnets_rounded_up_conv():
+  # A small conv1 with the paper's awkward fit: 14 px, 5x5 filters at stride 4 leave 9 px
+  # that 4 does not divide, so cuda-convnet makes 1 + ceil(9 / 4) = 4 outputs, not 3.
+  c = config_lib.base_config()
+  m = c.model
+  m.input_size, m.conv_features, m.conv_kernels = 14, (4,), (5,)
+  m.conv_strides, m.conv_padding, m.conv_layers, m.pool_after = (4,), (0,), (1,), ()
+  far = config_lib.cuda_convnet_far_padding(m)
+  assert far == (3,)
+  spec = dataclasses.replace(PAPER, input_size=14, conv_features=(4,), conv_kernels=(5,),
+                             conv_strides=(4,), conv_padding=(0,), conv_pad_far=far,
+                             conv_layers=(1,), lrn=False, pool_after=(), fc_features=(),
+                             num_classes=3)
+  variables = _random_params(spec, seed=10)
+  x = np.asarray(_images(spec, seed=10), np.float64)
+  k = np.asarray(variables["params"]["conv1"]["kernel"], np.float64)
+  b = np.asarray(variables["params"]["conv1"]["bias"], np.float64)
+  _, seen = _run(spec, variables, jnp.asarray(x, jnp.float32))
+  for t in range(2):
+    want = _cuda_convnet_conv(x, k[t], b[t], 4, 0)
+    assert want.shape[1:3] == (4, 4)
+    np.testing.assert_allclose(seen["conv1"][1][t], want, rtol=1e-4, atol=1e-4)
+
+
+def test_cuda_convnet_paper_net_224_gives_55_maps_and_same_params():
+  c = config_lib.base_config()
+  config_lib.apply_variant(c, "convention=cuda-convnet")
+  spec = ModelSpec.from_config(c.model)
+  assert spec.input_size == 224 and spec.conv_pad_far == (3, 0, 0, 0, 0)
+  params, seen, _ = abstract_layers(AlexNet(spec), batch=2)
+  assert seen["conv1"] == ([(2, 224, 224, 3)] * 2, [(2, 55, 55, 48)] * 2)
+  assert seen["conv2"][0] == [(2, 27, 27, 48)] * 2
+  assert seen["conv3"][0] == [(2, 13, 13, 256)] * 2
+  assert seen["fc6"][0] == (2, 6 * 6 * 256)
+  assert params == PAPER_PARAM_SHAPES
+  # Plain (floor) convs at 224 give 54x54 maps instead.
+  _, seen_floor, _ = abstract_layers(AlexNet(dataclasses.replace(spec, conv_pad_far=(0,) * 5)))
+  assert seen_floor["conv1"][1][0][1:3] == (54, 54)
+
+
+def test_per_layer_init_stds():
+  stds = (0.01, 0.01, 0.03, 0.03, 0.03, 0.01, 0.01, 0.01)  # cuda-convnet's initW.
+  _, variables = _init(dataclasses.replace(INIT_SPEC, init_stds=stds))
+  names = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
+  for name, std in zip(names, stds):
+    assert np.asarray(variables["params"][name]["kernel"]).std() == pytest.approx(std, rel=0.05), name

@@ -15,6 +15,12 @@ Widths are totals over the towers; a tower holds width // towers kernels. conv1 
 fc layer read the whole input of their tower, so the parameter count (60,965,224 for 1000
 classes) is that of the usual "grouped" AlexNet. fc8 is one layer shared by the towers
 (replicated on the `model` axis), since its output is the class scores both need.
+
+Where the printed paper and the authors' code (cuda-convnet) differ, a ModelSpec field
+holds each reading; `config.CONVENTIONS` sets them together. They are: the LRN scale
+(`lrn_alpha_per_size`), where the dropout scaling happens (`dropout_scaling`), conv1's
+far-edge padding for 224px inputs (`conv_pad_far`), the ReLU of conv1 after its LRN
+(`act_after_lrn`) and per-layer init stds (`init_stds`).
 """
 
 from __future__ import annotations
@@ -45,6 +51,9 @@ class ModelSpec:
   conv_kernels: Sequence[int] = (11, 5, 3, 3, 3)
   conv_strides: Sequence[int] = (4, 1, 1, 1, 1)
   conv_padding: Sequence[int] = (0, 2, 1, 1, 1)
+  # Extra zero rows/columns on the bottom/right edge only, per conv: cuda-convnet rounds a
+  # conv's output size up, which pads the far edge (3 for conv1 at 224px gives 55x55).
+  conv_pad_far: Sequence[int] = (0, 0, 0, 0, 0)
   conv_layers: Sequence[int] = (1, 2, 3, 4, 5)
   cross_tower: Sequence[int] = (3,)
   lrn: bool = True
@@ -53,14 +62,20 @@ class ModelSpec:
   lrn_k: float = 2.0
   lrn_alpha: float = 1e-4
   lrn_beta: float = 0.75
+  lrn_alpha_per_size: bool = False  # True: alpha / size multiplies the raw window sum.
+  act_after_lrn: Sequence[int] = ()  # Convs whose activation follows their LRN, not precedes it.
   pool_after: Sequence[int] = (1, 2, 5)
   pool_window: int = 3
   pool_stride: int = 2
   fc_features: Sequence[int] = (4096, 4096)
   dropout: float = 0.5
+  dropout_scaling: str = "train"  # "train": inverted (x / keep); "test": x * keep at test.
   activation: str = "relu"
   init: str = "paper"
   init_std: float = 0.01
+  # Per-layer stds for init="paper": one per conv_features entry, then one per fc layer
+  # and the class layer. Empty: init_std everywhere.
+  init_stds: Sequence[float] = ()
   bias_one: Sequence[str] = ("conv2", "conv4", "conv5", "fc6", "fc7")
   dtype: str = "float32"
 
@@ -74,9 +89,10 @@ class ModelSpec:
     return cls(**values)
 
 
-def _kernel_init(spec: ModelSpec, fan_in: int):
+def _kernel_init(spec: ModelSpec, fan_in: int, index: int):
+  """`index` counts from 0 over conv1.., the fc layers, the class layer (for init_stds)."""
   if spec.init == "paper":
-    std = spec.init_std
+    std = spec.init_stds[index] if spec.init_stds else spec.init_std
   elif spec.init == "he":
     std = math.sqrt(2.0 / fan_in)
   else:
@@ -101,11 +117,6 @@ class AlexNet(nn.Module):
   model_axis: str | None = None
   data_axis: str | None = None
 
-  def _tower_param(self, name, kind, shape_per_tower, fan_in):
-    t = tw.local_towers(self.spec.towers, self.model_axis)
-    init = _kernel_init(self.spec, fan_in) if kind == "kernel" else _bias_init(self.spec, name)
-    return self.param(kind, init, (t, *shape_per_tower))
-
   @nn.compact
   def __call__(self, images, *, train: bool):
     spec = self.spec
@@ -129,42 +140,61 @@ class AlexNet(nn.Module):
         xs = ConvTowers(
             spec=spec, name=name, features=spec.conv_features[i - 1] // towers,
             kernel=spec.conv_kernels[i - 1], stride=spec.conv_strides[i - 1],
-            padding=spec.conv_padding[i - 1], model_axis=self.model_axis)(xs)
-        xs = [act(x) for x in xs]
+            padding=spec.conv_padding[i - 1], pad_far=spec.conv_pad_far[i - 1],
+            model_axis=self.model_axis)(xs)
+        late_act = i in spec.act_after_lrn
+        if not late_act:
+          xs = [act(x) for x in xs]
         shared_input = False
-      # LRN and pooling stay in place when their conv is removed, so the map sizes that
-      # fc6 sees do not change with the "remove a middle layer" ablation.
-      if spec.lrn and i in spec.lrn_after:
-        xs = [local_response_norm(x, size=spec.lrn_size, k=spec.lrn_k, alpha=spec.lrn_alpha,
-                                  beta=spec.lrn_beta) for x in xs]
+        # LRN belongs to its conv: with the conv removed, it would normalise the previous
+        # stage's already normalised maps a second time.
+        if spec.lrn and i in spec.lrn_after:
+          xs = [local_response_norm(x, size=spec.lrn_size, k=spec.lrn_k, alpha=lrn_alpha(spec),
+                                    beta=spec.lrn_beta) for x in xs]
+        if late_act:
+          # cuda-convnet's conv1 has no neuron: LRN reads the raw conv output and the ReLU
+          # comes with pool1. A monotone activation commutes with max pooling, so applying
+          # it before the pool is the same.
+          xs = [act(x) for x in xs]
+      # Pooling stays in place when its conv is removed, so the map sizes that fc6 sees do
+      # not change with the "remove a middle layer" ablation.
       if i in spec.pool_after:
         xs = [max_pool(x, spec.pool_window, spec.pool_stride) for x in xs]
 
     # The gather feeding fc8 (after the last fc layer, or after the convs when there is
     # none) is invariant: fc8 is replicated over `model`, see tw.gather.
-    n_fc = len(spec.fc_features)
+    n_conv, n_fc = len(spec.conv_features), len(spec.fc_features)
     x = xs[0] if shared_input else tw.gather(xs, self.model_axis, invariant=n_fc == 0)
     x = x.reshape(x.shape[0], -1)
     for j, features in enumerate(spec.fc_features):
       name = f"fc{6 + j}"
-      xs = DenseTowers(spec=spec, name=name, features=features // towers,
+      xs = DenseTowers(spec=spec, name=name, features=features // towers, index=n_conv + j,
                        model_axis=self.model_axis)(x)
       xs = [act(h) for h in xs]
       xs = self._dropout(xs, train)
       x = tw.gather(xs, self.model_axis, invariant=j == n_fc - 1)
 
     fc8 = nn.Dense(spec.num_classes, name=f"fc{6 + len(spec.fc_features)}",
-                   kernel_init=_kernel_init(spec, x.shape[-1]),
+                   kernel_init=_kernel_init(spec, x.shape[-1], n_conv + n_fc),
                    bias_init=_bias_init(spec, "fc8"), dtype=dtype)
     return fc8(x).astype(jnp.float32)
 
   def _dropout(self, xs, train):
     rate = self.spec.dropout
-    if not train or rate == 0.0:
+    if rate == 0.0:
+      return xs
+    if not train:
+      # The paper (section 4.2) and cuda-convnet's `dropout2` layer keep every unit at test
+      # time and multiply by the keep probability; inverted dropout needs nothing here.
+      if self.spec.dropout_scaling == "test":
+        return [(x * (1.0 - rate)).astype(x.dtype) for x in xs]
       return xs
     key = self.make_rng("dropout")
     first = tw.first_tower(self.spec.towers, self.model_axis)
     n_data = tw.axis_size(self.data_axis)
+    # Kept units are scaled at training time only for inverted dropout: same expectation
+    # at test, but fc7 and fc8 then see inputs 1/keep times larger while training.
+    scale = 1.0 / (1.0 - rate) if self.spec.dropout_scaling == "train" else 1.0
     out = []
     for t, x in enumerate(xs):
       # One mask per global tower over the global batch, sliced to this device's rows:
@@ -174,9 +204,18 @@ class AlexNet(nn.Module):
       keep = jax.random.bernoulli(k, 1.0 - rate, (local * n_data, *x.shape[1:]))
       if self.data_axis is not None:
         keep = jax.lax.dynamic_slice_in_dim(keep, tw.axis_index(self.data_axis) * local, local)
-      # Inverted dropout: the paper halves outputs at test time instead; same expectation.
-      out.append(jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype))
+      out.append(jnp.where(keep, x * scale, 0).astype(x.dtype))
     return out
+
+
+def lrn_alpha(spec: ModelSpec) -> float:
+  """The alpha that multiplies the raw window sum in `local_response_norm`.
+
+  cuda-convnet divides the configured scale by the window size for cross-map LRN
+  (akrizhevsky/cuda-convnet2 layer.py, NormLayerParser.add_params:
+  `dic['scale'] /= dic['size']`), as Caffe and PyTorch do; the printed formula does not.
+  """
+  return spec.lrn_alpha / spec.lrn_size if spec.lrn_alpha_per_size else spec.lrn_alpha
 
 
 class ConvTowers(nn.Module):
@@ -186,6 +225,7 @@ class ConvTowers(nn.Module):
   kernel: int
   stride: int
   padding: int
+  pad_far: int = 0  # Extra padding on the bottom and right edges only.
   model_axis: str | None = None
 
   @nn.compact
@@ -193,29 +233,37 @@ class ConvTowers(nn.Module):
     cin = xs[0].shape[-1]
     k = self.kernel
     t = tw.local_towers(self.spec.towers, self.model_axis)
-    kernel = self.param("kernel", _kernel_init(self.spec, k * k * cin), (t, k, k, cin, self.features))
+    index = int(self.name.removeprefix("conv")) - 1
+    kernel = self.param("kernel", _kernel_init(self.spec, k * k * cin, index),
+                        (t, k, k, cin, self.features))
     bias = self.param("bias", _bias_init(self.spec, self.name), (t, self.features))
-    return tower_convs(xs, kernel, bias, self.stride, self.padding)
+    pad = (self.padding, self.padding + self.pad_far) if self.pad_far else self.padding
+    return tower_convs(xs, kernel, bias, self.stride, pad)
 
 
 class DenseTowers(nn.Module):
   """A fully connected layer whose output units are split between the towers."""
   spec: ModelSpec
   features: int  # Per tower.
+  index: int = 5  # Position among all layers (conv1 = 0), for per-layer init stds.
   model_axis: str | None = None
 
   @nn.compact
   def __call__(self, x):
     t = tw.local_towers(self.spec.towers, self.model_axis)
     d = x.shape[-1]
-    kernel = self.param("kernel", _kernel_init(self.spec, d), (t, d, self.features))
+    kernel = self.param("kernel", _kernel_init(self.spec, d, self.index), (t, d, self.features))
     bias = self.param("bias", _bias_init(self.spec, self.name), (t, self.features))
     return tower_dense(x, kernel, bias)
 
 
-def tower_convs(xs, kernel, bias, stride: int, padding: int):
-  """Tower t's conv of xs[t] with kernel[t] (HWIO) plus bias[t], in xs[0]'s dtype."""
+def tower_convs(xs, kernel, bias, stride: int, padding):
+  """Tower t's conv of xs[t] with kernel[t] (HWIO) plus bias[t], in xs[0]'s dtype.
+
+  `padding` is one int for every edge or (near, far) for top/left and bottom/right.
+  """
   dtype = xs[0].dtype
+  pads = [tuple(padding) if isinstance(padding, (tuple, list)) else (padding, padding)] * 2
   t = len(xs)
   if t > 1 and all(x is xs[0] for x in xs):
     # Towers reading the same maps (conv1 sees the image, conv3 both towers) run as one
@@ -223,15 +271,15 @@ def tower_convs(xs, kernel, bias, stride: int, padding: int):
     # output tiles, 10-15% faster on CPU than `t` convs.
     y = jax.lax.conv_general_dilated(
         xs[0], jnp.concatenate(list(kernel.astype(dtype)), axis=-1),
-        window_strides=(stride, stride), padding=[(padding, padding)] * 2,
+        window_strides=(stride, stride), padding=pads,
         dimension_numbers=("NHWC", "HWIO", "NHWC"))
     y = y + bias.reshape(-1).astype(dtype)
     return jnp.split(y, t, axis=-1)
   out = []
   for i, x in enumerate(xs):
     y = jax.lax.conv_general_dilated(
-        x, kernel[i].astype(dtype), window_strides=(stride, stride),
-        padding=[(padding, padding)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        x, kernel[i].astype(dtype), window_strides=(stride, stride), padding=pads,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
     out.append(y + bias[i].astype(dtype))
   return out
 
