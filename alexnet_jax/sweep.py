@@ -24,6 +24,7 @@ from typing import Any
 import ml_collections
 
 from alexnet_jax import config as C
+from alexnet_jax import variants
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=-]*$")
@@ -82,7 +83,7 @@ def parse_arg(arg: str | None, defaults: dict[str, Any], where: str) -> dict[str
     default = defaults[key]
     try:
       if isinstance(default, bool):
-        out[key] = C._bool(value)
+        out[key] = variants.parse_bool(value)
       elif value is None:
         raise ValueError("needs a value")
       elif isinstance(default, (int, float)):

@@ -51,4 +51,11 @@ def get_config(arg=None):
     c.log_every_steps = 5
 
   C.apply_variant(c, arg, runlocal)
+  if c.optim.schedule == "steps" and tuple(c.optim.step_epochs) == (6,) and c.num_epochs != 8:
+    # `epochs=N` (and runlocal) keep the drop at three quarters of the run; a one-epoch run
+    # has no room for one and keeps its rate.
+    if c.num_epochs >= 2:
+      c.optim.step_epochs = (round(0.75 * c.num_epochs),)
+    else:
+      c.optim.schedule, c.optim.step_epochs = "constant", ()
   return c

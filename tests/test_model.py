@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from alexnet_jax import config as config_lib
+from alexnet_jax import variants
 from alexnet_jax.models import AlexNet, ModelSpec, count_params
 from alexnet_jax.models.alexnet import ConvTowers
 from conftest import abstract_layers, run_layers
@@ -661,7 +662,7 @@ def test_far_padding_is_cuda_convnets_rounded_up_conv():
   m = c.model
   m.input_size, m.conv_features, m.conv_kernels = 14, (4,), (5,)
   m.conv_strides, m.conv_padding, m.conv_layers, m.pool_after = (4,), (0,), (1,), ()
-  far = config_lib.cuda_convnet_far_padding(m)
+  far = variants.cuda_convnet_far_padding(m)
   assert far == (3,)
   spec = dataclasses.replace(PAPER, input_size=14, conv_features=(4,), conv_kernels=(5,),
                              conv_strides=(4,), conv_padding=(0,), conv_pad_far=far,

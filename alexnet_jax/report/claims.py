@@ -44,7 +44,7 @@ CLAIMS = (
           "worse: 'substantial overfitting'"),
     Claim("aug", frozenset({"data.random_crop", "data.flip"}), "no random crops / flips", "4.1", None, None,
           "worse: 'substantial overfitting'"),
-    # Removing conv3 also moves the towers' exchange to conv4 (config._remove_conv).
+    # Removing conv3 also moves the towers' exchange to conv4 (variants._remove_conv).
     Claim("middle", frozenset({"model.conv_layers", "model.cross_tower"}), "a middle conv layer removed", "7",
           2.0, None, "~ +2 / -", subset_ok=True),
     Claim("activation", frozenset({"model.activation"}), "tanh instead of ReLU", "3.1, Fig. 1", None, None,
