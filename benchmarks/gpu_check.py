@@ -20,7 +20,7 @@ than its minimum left is skipped and says so:
   torch_compile  the same through torch.compile (batch 128, bf16), if it compiles in time
   profile        a jax.profiler trace of the bf16 step at the best batch, summed per layer
                  (the trace itself comes back as trace.tar.gz)
-  fmnist         the README's main job (Fashion-MNIST, files from --fmnist-dir): minutes and
+  fmnist         the README's main job (Fashion-MNIST, files from --fmnist_dir): minutes and
                  test accuracy
   input          HOOK: run_input_benchmark(out_json, seconds) -> the function of the same
                  name in benchmarks/input_pipeline.py (being rewritten on grain)
@@ -223,7 +223,7 @@ def _train_step_cmd(a, out: Out, dtypes: str, batches: str, frameworks: str) -> 
   cmd = [PY, "benchmarks/train_step.py", f"--platform={a.platform}",
          f"--config={'tiny' if a.tiny else 'paper'}", f"--batch={batches}", f"--dtype={dtypes}",
          f"--frameworks={frameworks}", f"--jsonl={out.figures}"]
-  return cmd + (["--steps=1", "--repeats=2", "--matmul-n=256"] if a.tiny
+  return cmd + (["--steps=1", "--repeats=2", "--matmul_n=256"] if a.tiny
                 else ["--steps=20", "--repeats=5"])
 
 
@@ -270,7 +270,7 @@ def part_profile(a, out, limit):
   res = run_bounded(out, "profile", [
       PY, "benchmarks/step_breakdown.py", "profile", f"--config={'tiny' if a.tiny else 'paper'}",
       f"--batch={batch}", "--dtype=bfloat16", "--steps=5", "--top=20",
-      f"--trace-dir={trace_dir}", f"--jsonl={out.figures}"], limit,
+      f"--trace_dir={trace_dir}", f"--jsonl={out.figures}"], limit,
       child_env(_platform_env(a)))
   if os.path.isdir(trace_dir):
     with tarfile.open(os.path.join(out.folder, "trace.tar.gz"), "w:gz") as t:
@@ -430,7 +430,7 @@ def main(argv=None) -> int:
                  help="override one part's time limit (repeatable)")
   p.add_argument("--batches", default=None,
                  help="train-step batches, comma-separated (default 128,1024,512,256; 8,16 tiny)")
-  p.add_argument("--fmnist-dir", default=None,
+  p.add_argument("--fmnist_dir", default=None,
                  help="folder with the four Fashion-MNIST .gz files (default: the Debian path)")
   p.add_argument("--scratch", default=None, help="work files (default: a temp folder)")
   a = p.parse_args(argv)

@@ -11,5 +11,5 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 export PYTHONUNBUFFERED=1
 FMNIST=""
-[ -d tmp/fashion-mnist ] && FMNIST="--fmnist-dir=tmp/fashion-mnist"
+[ -d tmp/fashion-mnist ] && FMNIST="--fmnist_dir=tmp/fashion-mnist"
 exec python3 benchmarks/gpu_check.py --platform=gpu --out="${OUT:-runs/gpu_check}" $FMNIST "$@"

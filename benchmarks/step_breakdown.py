@@ -20,7 +20,7 @@ profile    A `jax.profiler` trace of the compiled step; every executed HLO instr
 revisions  The whole step of `alexnet_jax/` at git revision `--base` (exported as package
            `alexnet_jax_base`) against the working tree's, repeats alternating in this one
            process. The base gets XLA's default options, the tree the package's
-           (`--tree-options='{}'` compares code alone).
+           (`--tree_options='{}'` compares code alone).
 
 XLA_FLAGS are read once per process, so `layers` and `revisions` switch off the package's
 default flags and compile with the equivalent per-executable options instead, and `profile`
@@ -393,7 +393,7 @@ def main(argv=None):
   pro.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
   pro.add_argument("--steps", type=int, default=3)
   pro.add_argument("--top", type=int, default=25, help="also list the N most costly ops")
-  pro.add_argument("--trace-dir", default=None, help="keep the trace here (TensorBoard)")
+  pro.add_argument("--trace_dir", default=None, help="keep the trace here (TensorBoard)")
   pro.add_argument("--jsonl", default=None, help="append the table as one JSON record")
   rev = sub.add_parser("revisions", help="whole step, git revision --base vs the working tree")
   rev.add_argument("--base", required=True, help="git revision to compare against")
@@ -401,7 +401,7 @@ def main(argv=None):
   rev.add_argument("--batch", type=int, default=32)
   rev.add_argument("--steps", type=int, default=2)
   rev.add_argument("--repeats", type=int, default=7)
-  rev.add_argument("--tree-options", default=None,
+  rev.add_argument("--tree_options", default=None,
                    help="JSON compiler options for the working tree (default: the package's)")
   a = p.parse_args(argv)
   if a.mode == "layers":

@@ -8,7 +8,7 @@ eager and, with `--frameworks=...,torch_compile`, through `torch.compile`.
     python benchmarks/train_step.py                         # CPU: paper (batch 32) + small (128)
     python benchmarks/train_step.py --config=paper --batch=64 --repeats=7
     python benchmarks/train_step.py --platform=gpu          # batches 128..1024, bf16 and f32, MFU
-    python benchmarks/train_step.py --platform=gpu --input-pipeline   # + CPU input pipeline img/s
+    python benchmarks/train_step.py --platform=gpu --input_pipeline   # + CPU input pipeline img/s
 
 Method: benchmarks/timing.py (median of repeats, frameworks alternating). GFLOP/s use the
 analytic count of `alexnet_jax.flops` (3x forward MACs x 2: 4.35 GFLOP/img for the paper
@@ -152,7 +152,7 @@ def main(argv=None):
   p.add_argument("--batch", default=None,
                  help="batches of the paper/tiny config, comma-separated "
                       "(default 32 on CPU, 128,256,512,1024 on GPU)")
-  p.add_argument("--small-batch", type=int, default=128)
+  p.add_argument("--small_batch", type=int, default=128)
   p.add_argument("--dtype", default=None,
                  help="compute dtypes, comma-separated: float32, bfloat16 (bf16 compute, float32 "
                       "master weights). Default float32 on CPU, both on GPU")
@@ -160,11 +160,11 @@ def main(argv=None):
                  help="any of jax, torch, torch_compile (torch ones are skipped without PyTorch)")
   p.add_argument("--steps", type=int, default=None, help="steps per timed repeat")
   p.add_argument("--repeats", type=int, default=5)
-  p.add_argument("--matmul-n", type=int, default=None,
+  p.add_argument("--matmul_n", type=int, default=None,
                  help="side of the square matmul ceiling (default 2048 on CPU, 8192 on GPU)")
-  p.add_argument("--torch-threads", type=int, default=os.cpu_count(),
+  p.add_argument("--torch_threads", type=int, default=os.cpu_count(),
                  help="torch.set_num_threads (XLA:CPU uses every core)")
-  p.add_argument("--input-pipeline", action="store_true",
+  p.add_argument("--input_pipeline", action="store_true",
                  help="also run benchmarks/input_pipeline.py (CPU images/s feeding the step)")
   p.add_argument("--jsonl", default=None, help="append every figure to this file as it comes")
   p.add_argument("--json", default=None, help="write all results to this file at the end")

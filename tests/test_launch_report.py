@@ -148,7 +148,7 @@ def test_report_on_unfinished_run(ablation_sweep):
 def test_report_cli_several_workdirs_and_filters(ablation_sweep, tmp_path, capsys):
   out = tmp_path / "cmp"
   rc = report.main([str(ablation_sweep / "full.s0"), str(ablation_sweep / "no_lrn.s0"),
-                    f"--out={out}", "--no-plots"])
+                    f"--out={out}", "--no_plots"])
   assert rc == 0
   printed = capsys.readouterr().out
   assert "| full | fashion_mnist_offline †" in printed and "| no LRN | no_lrn |" in printed

@@ -160,7 +160,7 @@ def test_exported_raw_runs_regenerate_the_report(study, tmp_path):
     assert sorted(p.name for p in (dest / name).iterdir()) == ["config.json", "final.json", "metrics.jsonl"]
     assert (dest / name / "metrics.jsonl").read_bytes() == (study / name / "metrics.jsonl").read_bytes()
   # Committed like this, the command in the issue regenerates the tables into <folder>/report.
-  rc = subprocess.run([sys.executable, "-m", "alexnet_jax.report", str(dest), "--no-plots"], cwd=REPO,
+  rc = subprocess.run([sys.executable, "-m", "alexnet_jax.report", str(dest), "--no_plots"], cwd=REPO,
                       capture_output=True, text=True)
   assert rc.returncode == 0, rc.stderr
   assert "## The paper's claims" in rc.stdout

@@ -136,7 +136,7 @@ def main(argv=None) -> int:
                  "provenance.json to EXPORT/<run>/ (a result folder the report can be rerun on)")
   p.add_argument("--threshold", type=float, default=0.25,
                  help="training error for the ReLU/tanh speed-up, as a fraction (paper: 0.25)")
-  p.add_argument("--no-plots", "--no_plots", dest="plots", action="store_false", help="tables only")
+  p.add_argument("--no_plots", dest="plots", action="store_false", help="tables only")
   p.add_argument("--yscale", choices=("log", "linear"), default="log", help="error axes of the curves")
   a = p.parse_args(argv)
   if not 0 < a.threshold < 1:
