@@ -66,6 +66,11 @@ def ten_crop(image: np.ndarray, size: int) -> np.ndarray:
   return np.stack(views)
 
 
+def pca_shift(alphas: np.ndarray, eigvecs: np.ndarray, eigvals: np.ndarray) -> np.ndarray:
+  """The colour shift `pca_noise` adds to every pixel, (C,) float32."""
+  return (eigvecs @ (alphas * np.sqrt(eigvals))).astype(np.float32)
+
+
 def pca_noise(image: np.ndarray, alphas: np.ndarray, eigvecs: np.ndarray,
               eigvals: np.ndarray) -> np.ndarray:
   """Adds sum_i alpha_i * sqrt(lambda_i) * p_i to every pixel (paper, section 4.1).
@@ -76,8 +81,7 @@ def pca_noise(image: np.ndarray, alphas: np.ndarray, eigvecs: np.ndarray,
   covariance exactly pca_noise^2 times the data's colour covariance. `eigvecs` holds p_i as
   columns.
   """
-  shift = eigvecs @ (alphas * np.sqrt(eigvals))
-  return image + shift.astype(np.float32)
+  return image + pca_shift(alphas, eigvecs, eigvals)
 
 
 def channel_normalize(image: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:

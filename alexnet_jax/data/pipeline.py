@@ -159,13 +159,17 @@ class TrainPreprocess:
     image, label, _ = record
     a = ops.draw_augmentation(rng, self.image_size, self.crop_size, self.channels,
                               random_crop=self.random_crop, flip=self.flip, pca_noise=self.pca)
+    # The same numbers as ops.crop -> mean-image crop -> ops.pca_noise -> channel_normalize,
+    # in place on one float32 copy: each step over a whole 227px crop is a pass over memory,
+    # and these passes are most of the per-image cost after decoding.
     x = ops.crop(image, a.offset, self.crop_size, a.flip).astype(np.float32)
     if self.mode == "mean_image":
       x -= ops.crop(self.mean_image, a.offset, self.crop_size, a.flip)
     if self.pca > 0:
-      x = ops.pca_noise(x, a.alphas, self.eigvecs, self.eigvals)
+      x += ops.pca_shift(a.alphas, self.eigvecs, self.eigvals)
     if self.mode == "channel":
-      x = ops.channel_normalize(x, self.mean, self.std)
+      x -= self.mean
+      x /= self.std
     return {"image": x, "label": np.int32(label)}
 
 
