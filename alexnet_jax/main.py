@@ -15,11 +15,16 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from alexnet_jax import train
+from alexnet_jax.checkpoint import CheckpointError
 from alexnet_jax.config import ConfigError
+from alexnet_jax.workdir import WorkdirError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, optionally with :args.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and reports go.")
+_FORCE = flags.DEFINE_bool(
+    "force_config_change", False,
+    "Resume even though fields that shape the train state or the data order changed.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -36,13 +41,17 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   std_logging.getLogger("absl").addFilter(_QuietLibraries())
   try:
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
+                             force_config_change=_FORCE.value)
   except ConfigError as e:
     logging.error("Config error: %s", e)
     sys.exit(2)
+  except (WorkdirError, CheckpointError) as e:
+    logging.error("%s", e)
+    sys.exit(1)
   except train.Interrupted as e:
     logging.warning("%s", e)
-    sys.exit(143)
+    sys.exit(e.exit_code)
 
 
 def run():

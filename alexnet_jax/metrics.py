@@ -76,7 +76,10 @@ def _repair(path: str, drop_after_step: int | None) -> None:
       row = json.loads(line)
     except ValueError:
       continue
-    if row.get("step", 0) <= drop_after_step:
+    # A test row at the checkpoint's step comes from a final evaluation the killed run did
+    # after that checkpoint; the resumed run does it again.
+    step = row.get("step", 0)
+    if step < drop_after_step or (step == drop_after_step and row.get("kind") != "test"):
       keep.append(line + b"\n")
   with files.atomic_write(path, binary=True) as f:
     f.writelines(keep)

@@ -6,13 +6,19 @@ without training; the end-to-end ones train the tiny net of test_train.py.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from alexnet_jax import config as config_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.parametrize("field", ["log_every_steps", "checkpoint_every_steps", "keep_checkpoints"])
@@ -145,3 +151,76 @@ def test_a_full_disk_is_one_line_naming_the_path_and_free_space(tmp_path, monkey
   assert "\n" not in message and str(tmp_path / "checkpoints") in message
   assert "No space left on device" in message and "MiB free" in message
   ck.close()
+
+
+# --- One run per workdir (item 3) ---------------------------------------------------------------
+
+LOCK_HOLDER = r"""
+import sys, time
+from alexnet_jax.workdir import WorkdirLock
+lock = WorkdirLock(sys.argv[1]).acquire()
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_second_run_is_refused_naming_the_holder_and_a_kill_frees_the_lock(tmp_path):
+  from alexnet_jax import workdir as workdir_lib
+
+  holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(tmp_path)], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(workdir_lib.WorkdirBusy) as info:
+      workdir_lib.WorkdirLock(str(tmp_path)).acquire()
+    assert f"pid {holder.pid} on {socket.gethostname()}" in str(info.value)
+  finally:
+    holder.kill()  # SIGKILL: no cleanup runs, yet the kernel drops the lock.
+    holder.wait()
+  with workdir_lib.WorkdirLock(str(tmp_path)):
+    # Within one process too: a second open file description is refused.
+    with pytest.raises(workdir_lib.WorkdirBusy, match=f"pid {os.getpid()}"):
+      workdir_lib.WorkdirLock(str(tmp_path)).acquire()
+
+
+# --- Config changes on resume (item 4) ----------------------------------------------------------
+
+def test_config_change_that_shapes_the_state_is_refused_unless_forced(tmp_path):
+  from alexnet_jax import workdir as workdir_lib
+
+  wd = str(tmp_path)
+  first = json.loads(config_lib.base_config().to_json_best_effort())
+  workdir_lib.record_config(first, wd, has_checkpoint=False)
+  second = json.loads(config_lib.base_config().to_json_best_effort())
+  second["model"]["fc_features"] = [2048, 2048]
+  second["seed"] = 3
+  second["num_epochs"] = 10  # Allowed: neither the state nor the data order depends on it.
+  with pytest.raises(workdir_lib.WorkdirError) as info:
+    workdir_lib.record_config(second, wd, has_checkpoint=True)
+  message = str(info.value)
+  assert "model.fc_features" in message and "seed: 0 -> 3" in message
+  assert "num_epochs" not in message and "--force_config_change" in message
+  with open(os.path.join(wd, "config.json")) as f:
+    assert json.load(f) == first  # Refused: nothing written.
+
+  allowed = dict(first, num_epochs=10)
+  workdir_lib.record_config(allowed, wd, has_checkpoint=True)
+  workdir_lib.record_config(second, wd, has_checkpoint=True, force=True)
+  history = workdir_lib.config_history(wd)
+  assert [h["config"] for h in history] == [first, allowed, second]
+  assert [h["forced"] for h in history] == [False, False, True]
+  assert history[2]["changed"] == ["model.fc_features", "seed"]
+  with open(os.path.join(wd, "config.json")) as f:
+    assert json.load(f) == second
+
+
+def test_a_damaged_final_json_is_not_a_finished_run(tmp_path, caplog):
+  from alexnet_jax import workdir as workdir_lib
+
+  final = tmp_path / "final.json"
+  final.write_text('{"step": 18, "test": {}')
+  assert workdir_lib.read_final(str(tmp_path)) is None
+  final.write_text('[1, 2]')
+  assert workdir_lib.read_final(str(tmp_path)) is None
+  final.write_text('{"step": 18, "test": {}, "val": null}')
+  assert workdir_lib.read_final(str(tmp_path))["step"] == 18
