@@ -64,6 +64,7 @@ class StopSignals:
     self._done = threading.Event()
     self._watchdog: threading.Thread | None = None
     self._redelivering = False
+    self._handled = False
 
   # -- handlers --------------------------------------------------------------------------------
   def install(self) -> "StopSignals":
@@ -71,21 +72,42 @@ class StopSignals:
       return self  # Signals reach the main thread only: leave them alone.
     for s in SIGNALS:
       self._previous[s] = signal.signal(s, self._handle)
+    # Python runs handlers in the main thread between bytecodes, so a main thread stuck in
+    # native code would never even notice the signal. The C-level handler also writes the
+    # signal number to this pipe, at once and from any thread: the watchdog reads it.
+    self._pipe = os.pipe()
+    os.set_blocking(self._pipe[1], False)
+    self._previous_wakeup_fd = signal.set_wakeup_fd(self._pipe[1], warn_on_full_buffer=False)
+    self._watchdog = threading.Thread(target=self._watch, name="stop-watchdog", daemon=True)
+    self._watchdog.start()
     return self
 
   def restore(self) -> None:
+    if self._done.is_set():
+      return
     self._done.set()
     for s, h in self._previous.items():
       signal.signal(s, h if h is not None else signal.SIG_DFL)
+    if self._watchdog is not None:
+      signal.set_wakeup_fd(self._previous_wakeup_fd)
+      self._watchdog.join(timeout=5 * self.poll_s)
+      for fd in self._pipe:
+        os.close(fd)
+
+  def _note(self, signum: int) -> bool:
+    """Records the first stop signal; True if this call was the first."""
+    if self.signum is not None:
+      return False
+    self.signum = signum
+    self._signal_time = time.monotonic()
+    return True
 
   def _handle(self, signum, frame):
     del frame
-    if self.signum is None:
-      self.signum = signum
-      self._signal_time = time.monotonic()
+    if self._note(signum) or not self._handled:
+      self._handled = True
       logging.warning("Received %s: stopping at the next step all processes agree on, after "
                       "saving a checkpoint", signal.Signals(signum).name)
-      self._start_watchdog()
       return
     redelivered, self._redelivering = self._redelivering, False
     if signum == getattr(signal, "SIGINT", None) and not redelivered:
@@ -109,29 +131,31 @@ class StopSignals:
       return 0.0
     return now - max(since, sig)
 
-  def _start_watchdog(self) -> None:
-    if self._watchdog is not None or threading.current_thread() is not threading.main_thread():
-      return
-    main = threading.main_thread().ident
-    signum = self.signum
+  def _watch(self) -> None:
+    import select
 
-    def watch():
-      nudged = False
-      while not self._done.wait(self.poll_s):
-        stalled = self._stalled(time.monotonic())
-        if stalled >= 2 * self.grace_s:
-          logging.error("The data loader ignored %s for %.0f s; exiting without a new checkpoint "
-                        "(the latest one on disk is kept)", signal.Signals(signum).name, stalled)
-          os._exit(128 + signum)
-        if stalled >= self.grace_s and not nudged:
-          nudged = True  # Interrupts a blocking system call; the handler raises DataStalled.
-          self._redelivering = True
-          signal.pthread_kill(main, signum)
-        elif stalled < self.grace_s:
-          nudged = False
-
-    self._watchdog = threading.Thread(target=watch, name="stop-watchdog", daemon=True)
-    self._watchdog.start()
+    nudged = False
+    while not self._done.is_set():
+      ready, _, _ = select.select([self._pipe[0]], [], [], self.poll_s)
+      if ready:
+        try:
+          received = os.read(self._pipe[0], 64)
+        except OSError:
+          return  # Closed by restore().
+        for signum in received:
+          if signum in SIGNALS:
+            self._note(signum)
+      stalled = self._stalled(time.monotonic())
+      if stalled >= 2 * self.grace_s and not self._done.is_set():
+        logging.error("The data loader ignored %s for %.0f s; exiting without a new checkpoint "
+                      "(the latest one on disk is kept)", signal.Signals(self.signum).name, stalled)
+        os._exit(128 + self.signum)
+      if stalled >= self.grace_s and not nudged:
+        nudged = True  # Interrupts a blocking system call; the handler raises DataStalled.
+        self._redelivering = True
+        signal.pthread_kill(threading.main_thread().ident, self.signum)
+      elif stalled < self.grace_s:
+        nudged = False
 
   # -- agreement ----------------------------------------------------------------------------------
   def requested(self, sync_point: bool = True) -> bool:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -224,3 +226,80 @@ def test_a_damaged_final_json_is_not_a_finished_run(tmp_path, caplog):
   assert workdir_lib.read_final(str(tmp_path)) is None
   final.write_text('{"step": 18, "test": {}, "val": null}')
   assert workdir_lib.read_final(str(tmp_path))["step"] == 18
+
+
+# --- Stop signals (items 5, 6) ------------------------------------------------------------------
+
+def _env(devices=1):
+  env = dict(os.environ)
+  env["JAX_NUM_CPU_DEVICES"] = str(devices)
+  env["JAX_PLATFORMS"] = "cpu"
+  env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+  return env
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def test_processes_stop_together_at_a_step_all_agree_on(tmp_path):
+  """SIGTERM reaches process 1 only, at step 7; both save collectively at sync step 10."""
+  port = str(_free_port())
+  script = os.path.join(ROOT, "tests", "mesh_helpers", "preempt_multihost.py")
+  procs = [subprocess.Popen(
+      [sys.executable, script, "--process_id", str(i), "--port", port, "--out", str(tmp_path),
+       "--signal_at", "7" if i == 1 else "-1", "--sleep", "0.05" if i == 0 else "0"],
+      env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  try:
+    outs = [p.communicate(timeout=180)[0] for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  for i, (p, out) in enumerate(zip(procs, outs)):
+    assert f"STOPPED {i} 10 {int(signal.SIGTERM)}" in out, out[-3000:]
+    assert p.returncode == 143, out[-3000:]
+  assert os.listdir(tmp_path / "ckpt") == ["10"]
+
+
+STALLED_LOADER = r"""
+import os, signal, sys, time
+from alexnet_jax import preemption
+stop = preemption.StopSignals(grace_s=1.0, poll_s=0.05).install()
+fifo, mode = sys.argv[1], sys.argv[2]
+print("waiting", flush=True)
+t0 = time.monotonic()
+try:
+  with stop.waiting_for_data():
+    if mode == "native":  # Stands in for a wait in native code that never returns to Python.
+      signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+      time.sleep(30)
+    else:
+      open(fifo, "rb").read()  # A FIFO posing as an image: blocks until a writer comes.
+except preemption.DataStalled as e:
+  print(f"stalled after {time.monotonic() - t0:.1f}s: {e}", flush=True)
+  sys.exit(stop.exit_code)
+print("never interrupted", flush=True)
+"""
+
+
+@pytest.mark.parametrize("mode", ["syscall", "native"])
+def test_a_stalled_loader_is_interrupted_within_the_grace_period(tmp_path, mode):
+  fifo = str(tmp_path / "image.jpg")
+  os.mkfifo(fifo)
+  proc = subprocess.Popen([sys.executable, "-c", STALLED_LOADER, fifo, mode], cwd=ROOT,
+                          env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  assert proc.stdout.readline().strip() == "waiting"
+  time.sleep(0.3)
+  t0 = time.monotonic()
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=30)
+  took = time.monotonic() - t0
+  assert proc.returncode == 143, out + err[-2000:]
+  if mode == "syscall":  # Interrupted after one grace period, raising into the loop.
+    assert "stalled after" in out and took < 5, (out, took)
+  else:  # Never back in Python: the watchdog ends it after two grace periods, and says so.
+    assert "never interrupted" not in out and "exiting without a new checkpoint" in err
+    assert took < 10
