@@ -70,8 +70,9 @@ class Checkpointer:
 
   def on_disk(self, step: int) -> bool:
     """Whether `step` is a finished checkpoint in the directory (not just a save in flight)."""
+    self._manager.reload()
     return os.path.isdir(os.path.join(self.directory, str(int(step)))) and \
-        int(step) in self._manager.all_steps(read=True)
+        int(step) in self._manager.all_steps()
 
   def restore(self, abstract_state: Any, step: int | None = None):
     """Returns (state, host_state) of the newest intact step (or of `step`), or None if none.
@@ -80,7 +81,8 @@ class Checkpointer:
     whose shapes, dtypes and shardings the restored arrays should take.
     """
     target = jax.tree.map(_as_abstract, abstract_state)
-    steps = [step] if step is not None else sorted(self._manager.all_steps(read=True), reverse=True)
+    self._manager.reload()
+    steps = [step] if step is not None else sorted(self._manager.all_steps(), reverse=True)
     for s in steps:
       verdict = _agree(verify(os.path.join(self.directory, str(s))))
       if verdict == "damaged":

@@ -51,7 +51,8 @@ def _is_scalar(value) -> bool:
   return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _repair(path: str, drop_after_step: int | None) -> None:
+def _repair(path: str, drop_after_step: int | None,
+            drop_at_step: frozenset[str] = frozenset({"test"})) -> None:
   """Makes `path` safe to append to.
 
   A killed run can leave a last line without its newline; appending to it would glue the
@@ -76,10 +77,11 @@ def _repair(path: str, drop_after_step: int | None) -> None:
       row = json.loads(line)
     except ValueError:
       continue
-    # A test row at the checkpoint's step comes from a final evaluation the killed run did
-    # after that checkpoint; the resumed run does it again.
+    # Rows of the kinds `drop_at_step` at the checkpoint's step itself were logged after the
+    # save (a final evaluation the killed run began) or would not exist in an uninterrupted
+    # run (an early stop's partial train row); the resumed run writes what belongs there.
     step = row.get("step", 0)
-    if step < drop_after_step or (step == drop_after_step and row.get("kind") != "test"):
+    if step < drop_after_step or (step == drop_after_step and row.get("kind") not in drop_at_step):
       keep.append(line + b"\n")
   with files.atomic_write(path, binary=True) as f:
     f.writelines(keep)
@@ -130,7 +132,8 @@ class MetricWriter:
   being resumed so the file reads like one uninterrupted run.
   """
 
-  def __init__(self, workdir: str, *, enabled: bool = True, drop_after_step: int | None = None):
+  def __init__(self, workdir: str, *, enabled: bool = True, drop_after_step: int | None = None,
+               drop_at_step: frozenset[str] = frozenset({"test"})):
     self.workdir = workdir
     self.enabled = enabled
     self._file: TextIO | None = None
@@ -139,7 +142,7 @@ class MetricWriter:
       return
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, METRICS_FILE)
-    _repair(path, drop_after_step)
+    _repair(path, drop_after_step, drop_at_step)
     self._file = open(path, "a", encoding="utf-8")
     self._events = _EventFile(os.path.join(workdir, TB_DIR))
 

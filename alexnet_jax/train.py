@@ -190,7 +190,12 @@ def _train(config, workdir, mesh, info, is_chief, stop, force_config_change):
   start_step = int(state.step)
 
   # Rows a killed run logged after its last checkpoint are replayed on resume: drop them.
-  writer = metrics_lib.MetricWriter(workdir, enabled=is_chief, drop_after_step=start_step)
+  # An early stop (max_steps) off the log grid logged a partial train row that a longer
+  # run does not have: its steps are in the checkpointed window and go into the next row.
+  drop = {"test"} | ({"train"} if start_step % config.log_every_steps and start_step < total_steps
+                     else set())
+  writer = metrics_lib.MetricWriter(workdir, enabled=is_chief, drop_after_step=start_step,
+                                    drop_at_step=frozenset(drop))
   train_step, eval_step = mesh_lib.make_sharded_steps(spec, tx, mesh, config)
 
   def save(step, force=False):
@@ -256,7 +261,8 @@ def _train(config, workdir, mesh, info, is_chief, stop, force_config_change):
                       "images_per_sec": ips, "wall_time": wall_time, **means})
         # Progress shows its own img/s and ETA; passing ours too would print it twice.
         progress.update(step, epoch=epoch, lr=lr, loss=means["loss"], top1_err=means["top1_err"])
-        window, t_window = None, time.time()
+        if step % config.log_every_steps == 0:  # At an early stop, the window goes on in the
+          window, t_window = None, time.time()  # checkpoint: a longer run continues it.
 
       if step % spe == 0:
         means = step_lib.means(jax.device_get(epoch_sums))
