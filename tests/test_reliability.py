@@ -303,3 +303,103 @@ def test_a_stalled_loader_is_interrupted_within_the_grace_period(tmp_path, mode)
   else:  # Never back in Python: the watchdog ends it after two grace periods, and says so.
     assert "never interrupted" not in out and "exiting without a new checkpoint" in err
     assert took < 10
+
+
+# --- Signals end to end: the real trainer in a subprocess (items 2, 5, 6, 7) --------------------
+
+TRAIN_DRIVER = r"""
+import json, os, signal, sys
+sys.path.insert(0, os.path.join(os.getcwd(), "tests"))
+from test_train import tiny_config
+from alexnet_jax import train
+
+folder, data_dir, workdir, mode = sys.argv[1:5]
+c = tiny_config(folder, data_dir)
+c.log_every_steps = 1
+if mode == "final":
+  c.num_epochs = 1
+  c.data.eval_crops = "ten"  # Two views: the second compiles, so the evaluation takes a while.
+else:
+  c.num_epochs = 40
+  c.checkpoint_every_steps = 1000
+if mode == "usr2":
+  def fake_submitit(signum, frame):  # What submitit's handler does: requeue, then exit.
+    ckpts = os.path.join(workdir, "checkpoints")
+    with open(os.path.join(workdir, "requeued"), "w") as f:
+      json.dump(sorted(int(s) for s in os.listdir(ckpts) if s.isdigit()), f)
+    sys.exit(7)
+  signal.signal(signal.SIGUSR2, fake_submitit)
+try:
+  train.train_and_evaluate(c, workdir)
+except train.Interrupted as e:
+  print(e, flush=True)
+  sys.exit(e.exit_code)
+"""
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+  from test_train import make_folder_dataset
+
+  return make_folder_dataset(str(tmp_path_factory.mktemp("images")))
+
+
+def _start(folder, tmp_path, mode):
+  workdir = tmp_path / "run"
+  proc = subprocess.Popen(
+      [sys.executable, "-c", TRAIN_DRIVER, folder, str(tmp_path / "tfds"), str(workdir), mode],
+      cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  return workdir, proc
+
+
+def _wait_for(proc, condition, what, timeout=300):
+  deadline = time.time() + timeout
+  while not condition():
+    assert proc.poll() is None, proc.stderr.read()[-3000:]
+    assert time.time() < deadline, f"never saw {what}"
+    time.sleep(0.05)
+
+
+def _train_steps(workdir):
+  from alexnet_jax.metrics import read_metrics
+
+  return [r["step"] for r in read_metrics(str(workdir)) if r["kind"] == "train"]
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGUSR2, 7), (signal.SIGINT, 130)])
+def test_usr2_and_ctrl_c_save_before_handing_on(folder, tmp_path, signum, code):
+  """USR2 (SLURM via submitit): our checkpoint is on disk when submitit's handler requeues.
+  Ctrl-C: saves and exits 130."""
+  workdir, proc = _start(folder, tmp_path, "usr2" if signum == signal.SIGUSR2 else "plain")
+  _wait_for(proc, lambda: len(_train_steps(workdir)) >= 3, "three train rows")
+  proc.send_signal(signum)
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == code, err[-3000:]
+  last = _train_steps(workdir)[-1]  # One row per step: the step the run stopped at.
+  ckpts = sorted(int(s) for s in os.listdir(workdir / "checkpoints") if s.isdigit())
+  assert ckpts[-1] == last
+  if signum == signal.SIGUSR2:
+    assert json.loads((workdir / "requeued").read_text())[-1] == last
+  else:
+    assert f"interrupted at step {last}; checkpoint saved" in out
+
+
+def test_sigterm_in_the_final_evaluation_exits_143_and_the_rerun_completes_it_once(folder,
+                                                                                  tmp_path):
+  workdir, proc = _start(folder, tmp_path, "final")
+  last = workdir / "checkpoints" / "6"  # One epoch of 6 steps.
+  _wait_for(proc, last.is_dir, "the last checkpoint")
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 143, err[-3000:]
+  assert "checkpoint saved" in out and not (workdir / "final.json").exists()
+
+  _, proc = _start(folder, tmp_path, "final")
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err[-3000:]
+  from alexnet_jax.metrics import read_metrics
+
+  tests = [r["crops"] for r in read_metrics(str(workdir)) if r["kind"] == "test"]
+  assert tests == ["center", "ten"]
+  final = json.loads((workdir / "final.json").read_text())
+  assert final["val"] is not None and set(final["test"]) == {"center", "ten"}
