@@ -49,6 +49,7 @@ import ml_collections
 
 from alexnet_jax import report
 from alexnet_jax import sweep as sweep_lib
+from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.sweep import Run, SweepError
 
 TrainFn = Callable[[ml_collections.ConfigDict, str], object]
@@ -83,7 +84,8 @@ class Result:
 
 
 def run_state(workdir: pathlib.Path) -> str:
-  if (workdir / "final.json").is_file():
+  # A damaged final.json is not a finished run: skipping it would skip the run forever.
+  if workdir_lib.read_final(str(workdir)) is not None:
     return "finished"
   if (workdir / "metrics.jsonl").is_file() or (workdir / "checkpoints").is_dir():
     return "resume"
@@ -213,7 +215,7 @@ def run_in_process(p: Planned, train_fn: TrainFn | None = None, tee: bool = True
 
 
 def _finished_result(p: Planned, seconds: float) -> Result:
-  if (p.workdir / "final.json").is_file():
+  if workdir_lib.read_final(str(p.workdir)) is not None:
     return Result(p.run.name, "done", False, seconds, p.workdir)
   # E.g. config.max_steps stopped it early: nothing failed, but nothing is final either.
   return Result(p.run.name, "stopped (no final.json)", False, seconds, p.workdir)

@@ -26,11 +26,11 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 TIMINGS = ("images_per_sec", "wall_time")
 
 
 def child(folder: str, data_dir: str, workdir: str) -> None:
-  sys.path.insert(0, os.path.join(ROOT, "tests"))
   from test_train import tiny_config  # noqa: E402
 
   from alexnet_jax import train  # noqa: E402
@@ -48,7 +48,6 @@ def _start(folder, data_dir, workdir):
 
 
 def _rows(workdir):
-  sys.path.insert(0, ROOT)
   from alexnet_jax.metrics import read_metrics
 
   return [{k: v for k, v in r.items() if k not in TIMINGS} for r in read_metrics(workdir)]
@@ -140,7 +139,6 @@ def main(argv=None):
     child(*args.child)
     return 0
 
-  sys.path.insert(0, os.path.join(ROOT, "tests"))
   from test_train import make_folder_dataset
 
   rng = random.Random(args.seed)

@@ -403,3 +403,16 @@ def test_sigterm_in_the_final_evaluation_exits_143_and_the_rerun_completes_it_on
   assert tests == ["center", "ten"]
   final = json.loads((workdir / "final.json").read_text())
   assert final["val"] is not None and set(final["test"]) == {"center", "ten"}
+
+
+def test_the_launcher_reruns_a_run_whose_final_json_is_damaged(tmp_path):
+  import pathlib
+
+  from alexnet_jax import launch
+
+  wd = pathlib.Path(tmp_path)
+  (wd / "checkpoints").mkdir()
+  (wd / "final.json").write_text('{"step": 18, "te')  # Cut off: a full disk, a bad copy.
+  assert launch.run_state(wd) == "resume"
+  (wd / "final.json").write_text('{"step": 18, "test": {"center": {"top1_err": 0.5}}}')
+  assert launch.run_state(wd) == "finished"
