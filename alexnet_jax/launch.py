@@ -171,9 +171,17 @@ def _tee_to(path: pathlib.Path):
   """Copies this process's prints and log records into the run's log.txt."""
   import logging
 
+  from absl import logging as absl_logging
+
   with open(path, "a", buffering=1) as f:
     handler = logging.StreamHandler(f)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # The trainer's progress, resume and val/test lines are absl INFO records, which absl
+    # drops unless its flags were parsed; orbax and TFDS log every file at INFO: keep them out.
+    handler.addFilter(lambda r: r.levelno >= logging.WARNING or not any(
+        f"/{lib}/" in r.pathname for lib in ("orbax", "tensorflow_datasets")))
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(max(verbosity, absl_logging.INFO))  # absl: higher = more.
     root = logging.getLogger()
     root.addHandler(handler)
     old = sys.stdout, sys.stderr
@@ -183,6 +191,7 @@ def _tee_to(path: pathlib.Path):
     finally:
       sys.stdout, sys.stderr = old
       root.removeHandler(handler)
+      absl_logging.set_verbosity(verbosity)
 
 
 def _default_train_fn(config, workdir):

@@ -416,3 +416,22 @@ def test_the_launcher_reruns_a_run_whose_final_json_is_damaged(tmp_path):
   assert launch.run_state(wd) == "resume"
   (wd / "final.json").write_text('{"step": 18, "test": {"center": {"top1_err": 0.5}}}')
   assert launch.run_state(wd) == "finished"
+
+
+def test_a_sweep_runs_log_txt_gets_the_trainers_progress_and_result_lines(tmp_path):
+  import pathlib
+
+  from absl import logging as absl_logging
+
+  from alexnet_jax import launch
+  from alexnet_jax.sweep import Run
+
+  def train_fn(config, workdir):  # Logs as train.py does: absl INFO records.
+    absl_logging.info("Resumed from step %d in %s", 3, workdir)
+    absl_logging.info("test (center crop): top-1 err 12.50%%")
+
+  run = Run("r", "configs/small_fashion_mnist.py")
+  p = launch.Planned(run, pathlib.Path(tmp_path / "r"), config_lib.base_config(), "resume")
+  launch.run_in_process(p, train_fn)
+  text = (tmp_path / "r" / "log.txt").read_text()
+  assert "Resumed from step 3" in text and "top-1 err 12.50%" in text
