@@ -435,3 +435,36 @@ def test_a_sweep_runs_log_txt_gets_the_trainers_progress_and_result_lines(tmp_pa
   launch.run_in_process(p, train_fn)
   text = (tmp_path / "r" / "log.txt").read_text()
   assert "Resumed from step 3" in text and "top-1 err 12.50%" in text
+
+
+def test_divergence_before_any_checkpoint_does_not_claim_one_is_kept(folder, tmp_path):
+  from test_train import tiny_config
+
+  from alexnet_jax import train
+
+  c = tiny_config(folder, str(tmp_path / "tfds"))
+  c.optim.lr = 1e6  # Diverges at once, long before the first checkpoint.
+  c.log_every_steps = 1
+  c.checkpoint_every_steps = 1000
+  with pytest.raises(train.NonFiniteLoss) as info:
+    train.train_and_evaluate(c, str(tmp_path / "run"))
+  assert "no checkpoint was saved" in str(info.value)
+  assert "last good checkpoint" not in str(info.value)
+
+
+def test_interrupted_says_saved_only_for_a_checkpoint_on_disk(tmp_path):
+  import jax.numpy as jnp
+
+  from alexnet_jax import checkpoint as ckpt_lib
+  from alexnet_jax import train
+
+  ck = ckpt_lib.Checkpointer(str(tmp_path / "checkpoints"), keep=1)
+  ck.save(4, {"w": jnp.zeros(3)}, {})
+  ck.wait()
+  assert ck.on_disk(4) and not ck.on_disk(5)
+  shutil.rmtree(tmp_path / "checkpoints" / "4")  # Gone before the message is written.
+  assert not ck.on_disk(4)
+  ck.close()
+  message = str(train.Interrupted(4, saved=False, latest=None))
+  assert "no checkpoint of it is on disk" in message and "saved" not in message
+  assert "checkpoint saved" in str(train.Interrupted(4, saved=True))
