@@ -115,6 +115,13 @@ class _EventFile:
     self._write(self._event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
     self._writer.flush()
 
+  def restart(self, step: int) -> None:
+    """Tells TensorBoard that the run restarted at `step`: it drops the points of earlier files
+    at `step` and later (orphans of a killed run), as it does for TensorFlow's own restarts."""
+    log = self._event_pb2.SessionLog(status=self._event_pb2.SessionLog.START)
+    self._write(self._event_pb2.Event(wall_time=time.time(), step=int(step), session_log=log))
+    self._writer.flush()
+
   def close(self):
     self._writer.close()
 
@@ -145,6 +152,8 @@ class MetricWriter:
     _repair(path, drop_after_step, drop_at_step)
     self._file = open(path, "a", encoding="utf-8")
     self._events = _EventFile(os.path.join(workdir, TB_DIR))
+    if drop_after_step is not None:
+      self._events.restart(drop_after_step if drop_at_step - {"test"} else drop_after_step + 1)
 
   def write(self, row: dict) -> None:
     if not self.enabled:

@@ -146,12 +146,24 @@ def test_resume_equals_uninterrupted(folder, tmp_path):
   assert final["val"] is not None and final["val"] == json.loads(
       open(os.path.join(straight, "final.json")).read())["val"]
 
+  # TensorBoard shows what metrics.jsonl says: the killed run's orphaned points are purged.
+  assert _tensorboard_scalars(resumed) == _tensorboard_scalars(straight)
+
   # A finished workdir is left as it is: no new rows, no new evaluation, same final.json.
   before = {f: open(os.path.join(resumed, f), "rb").read() for f in ("metrics.jsonl", "final.json")}
   again = train.train_and_evaluate(tiny_config(folder, data_dir), resumed)
   assert again == final
   for f, content in before.items():
     assert open(os.path.join(resumed, f), "rb").read() == content, f
+
+
+def _tensorboard_scalars(workdir, skip=("images_per_sec", "wall_time")):
+  from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+  acc = EventAccumulator(os.path.join(workdir, "tb"))  # Purges orphaned data, as TensorBoard does.
+  acc.Reload()
+  return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]
+          if tag.split("/")[-1] not in skip}
 
 
 def test_sigterm_saves_and_the_same_command_resumes(folder, tmp_path):
