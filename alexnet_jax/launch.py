@@ -47,6 +47,7 @@ from typing import Callable, TextIO
 
 import ml_collections
 
+from alexnet_jax import preemption
 from alexnet_jax import report
 from alexnet_jax import sweep as sweep_lib
 from alexnet_jax import workdir as workdir_lib
@@ -535,6 +536,9 @@ def main(argv=None, train_fn: TrainFn | None = None, out: TextIO | None = None) 
   except (SweepError, LaunchError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except preemption.Interrupted as e:  # A signal stopped an in-process run: it saved.
+    print(f"[launch] {e}", file=out)
+    return e.exit_code
   except _Interrupted as e:
     print("\n" + summary_table(e.results), file=out)
     print("[launch] interrupted; run the same command again to resume.", file=out)

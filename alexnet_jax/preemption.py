@@ -47,6 +47,25 @@ SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR2", "SIGINT
                 if hasattr(signal, name))
 
 
+class Interrupted(BaseException):
+  """A stop signal arrived; `saved` says whether the checkpoint of `step` is on disk.
+
+  A BaseException, like KeyboardInterrupt: a request to stop, not a failure of the run, so
+  it passes through the launcher's per-run error handling and stops a sweep too.
+  """
+
+  def __init__(self, step, *, saved: bool = True, latest: int | None = None,
+               exit_code: int = 143):
+    if saved:
+      message = (f"interrupted at step {step}; checkpoint saved, rerun the same command to "
+                 "resume")
+    else:
+      message = (f"interrupted at step {step}; no checkpoint of it is on disk, rerunning the "
+                 f"same command resumes from {'step %d' % latest if latest else 'the start'}")
+    super().__init__(message)
+    self.step, self.saved, self.exit_code = step, saved, exit_code
+
+
 class DataStalled(Exception):
   """The data loader did not deliver a batch within the grace period after a stop signal."""
 

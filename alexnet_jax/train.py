@@ -36,19 +36,8 @@ class NonFiniteLoss(RuntimeError):
   """Training diverged; the checkpoints on disk predate the divergence."""
 
 
-class Interrupted(Exception):
-  """A stop signal arrived; `saved` says whether the checkpoint of `step` is on disk."""
-
-  def __init__(self, step, *, saved: bool = True, latest: int | None = None,
-               exit_code: int = 143):
-    if saved:
-      message = (f"interrupted at step {step}; checkpoint saved, rerun the same command to "
-                 "resume")
-    else:
-      message = (f"interrupted at step {step}; no checkpoint of it is on disk, rerunning the "
-                 f"same command resumes from {'step %d' % latest if latest else 'the start'}")
-    super().__init__(message)
-    self.step, self.saved, self.exit_code = step, saved, exit_code
+# Defined with the signal handling, where the launcher can import it without JAX.
+Interrupted = preemption.Interrupted
 
 
 def _lock_workdir(workdir, is_chief):
@@ -72,7 +61,7 @@ def _lock_workdir(workdir, is_chief):
 
 def _already_finished(workdir, total_steps):
   final = workdir_lib.read_final(workdir)
-  if final is not None and final["step"] >= total_steps:
+  if final is not None and isinstance(final.get("step"), int) and final["step"] >= total_steps:
     logging.info("%s already finished (step %d, final.json written); leaving it as it is. Delete "
                  "its final.json to redo the final evaluation.", workdir, final["step"])
     return final

@@ -7,8 +7,8 @@
   trained with, refuses changes to fields that shape the train state or the data order
   (unless forced), and appends every accepted config to `config_history.jsonl`, so
   `config.json` (the current config) never erases the earlier record.
-- `read_final`: `final.json` if it is a finished run's record, else None (with a warning
-  when the file exists but is damaged, so that a sweep reruns rather than skips it).
+- `read_final`: `final.json` if it is readable as a record, else None (with a warning when
+  the file exists but is damaged, so that a sweep reruns rather than skips it).
 """
 
 from __future__ import annotations
@@ -190,8 +190,7 @@ def read_final(workdir: str) -> dict | None:
   except (OSError, ValueError) as e:
     logging.warning("%s is unreadable (%s); the run is treated as unfinished", path, e)
     return None
-  if not (isinstance(final, dict) and isinstance(final.get("step"), int)
-          and isinstance(final.get("test"), dict)):
-    logging.warning("%s lacks a step and test results; the run is treated as unfinished", path)
+  if not isinstance(final, dict):
+    logging.warning("%s is not a JSON object; the run is treated as unfinished", path)
     return None
   return final
