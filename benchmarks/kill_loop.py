@@ -165,7 +165,7 @@ def main(argv=None):
     attempts = 0
     while True:
       attempts += 1
-      phase = phases[(kills + episode) % 3] if kills < args.kills else None
+      phase = phases[kills % 3] if kills < args.kills else None
       proc = _start(folder, data_dir, workdir)
       ready = _trigger(phase, workdir, total_steps, rng) if phase else (lambda: False)
       while proc.poll() is None and not ready():
