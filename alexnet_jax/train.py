@@ -3,7 +3,12 @@
 Rerunning with the same workdir resumes from the latest checkpoint: the data iterator is
 rebuilt at the checkpointed step, dropout keys are derived from the step, and the
 learning-rate policy's state is part of the checkpoint, so on CPU a resumed run ends with
-exactly the params of an uninterrupted one.
+exactly the params of an uninterrupted one. The host state also carries the running sums of
+the log window and the epoch and the last val result, so the metric rows match too.
+
+Around the loop: `workdir.WorkdirLock` (one run per workdir), `workdir.record_config` (no
+silent config change), `checkpoint.Checkpointer` (falls back past damaged checkpoints) and
+`preemption.StopSignals` (save at an agreed step on SIGTERM/SIGUSR2/SIGINT).
 """
 
 from __future__ import annotations
