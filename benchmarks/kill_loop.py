@@ -70,13 +70,16 @@ def _trigger(phase, workdir, total_steps, rng):
 
     def ready():
       if state["at"] is None and _train_rows(workdir) > start:
-        state["at"] = time.time() + rng.uniform(0.0, 1.5)
+        state["at"] = time.time() + rng.uniform(0.0, 6.0)
       return state["at"] is not None and time.time() >= state["at"]
     return ready
-  if phase == "save":
-    before = set(os.listdir(ckpts)) if os.path.isdir(ckpts) else set()
-    return lambda: bool(glob.glob(os.path.join(ckpts, "*tmp*"))) or (
-        os.path.isdir(ckpts) and bool(set(os.listdir(ckpts)) - before - {"tmp"}))
+  if phase == "save":  # The first, second or third save of this start, while orbax writes it.
+    want, seen = rng.randint(1, 3), set()
+
+    def ready():
+      seen.update(glob.glob(os.path.join(ckpts, "*tmp*")))
+      return len(seen) >= want and bool(glob.glob(os.path.join(ckpts, "*tmp*")))
+    return ready
   last = os.path.join(ckpts, str(total_steps))
   if os.path.isdir(last):  # Killed in the final evaluation before: kill the redo somewhere.
     at = time.time() + rng.uniform(5.0, 30.0)
