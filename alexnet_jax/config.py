@@ -242,6 +242,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config.optim.bias_lr_mult={c.optim.bias_lr_mult} must be > 0.")
   if c.batch_size < 1 or c.eval_batch_size < 1:
     raise ConfigError("config.batch_size and config.eval_batch_size must be >= 1.")
+  for field in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
+    # 0 would divide by zero after compilation (the step counters) or, for keep_checkpoints,
+    # let orbax delete every checkpoint it writes.
+    if not isinstance(c[field], int) or c[field] < 1:
+      raise ConfigError(f"config.{field}={c[field]!r} must be an integer >= 1.")
   if c.mesh.model not in (1, 2):
     raise ConfigError(f"config.mesh.model={c.mesh.model}: use 1 (towers together) or 2 (one tower per device).")
   if c.mesh.model == 2 and m.towers != 2:

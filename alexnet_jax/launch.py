@@ -52,8 +52,10 @@ import ml_collections
 
 import alexnet_jax
 from alexnet_jax import devices
+from alexnet_jax import preemption
 from alexnet_jax import report
 from alexnet_jax import sweep as sweep_lib
+from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.sweep import Run, SweepError
 
 TrainFn = Callable[[ml_collections.ConfigDict, str], object]
@@ -88,7 +90,8 @@ class Result:
 
 
 def run_state(workdir: pathlib.Path) -> str:
-  if (workdir / "final.json").is_file():
+  # A damaged final.json is not a finished run: skipping it would skip the run forever.
+  if workdir_lib.read_final(str(workdir)) is not None:
     return "finished"
   if (workdir / "metrics.jsonl").is_file() or (workdir / "checkpoints").is_dir():
     return "resume"
@@ -174,9 +177,17 @@ def _tee_to(path: pathlib.Path):
   """Copies this process's prints and log records into the run's log.txt."""
   import logging
 
+  from absl import logging as absl_logging
+
   with open(path, "a", buffering=1) as f:
     handler = logging.StreamHandler(f)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # The trainer's progress, resume and val/test lines are absl INFO records, which absl
+    # drops unless its flags were parsed; orbax and TFDS log every file at INFO: keep them out.
+    handler.addFilter(lambda r: r.levelno >= logging.WARNING or not any(
+        f"/{lib}/" in r.pathname for lib in ("orbax", "tensorflow_datasets")))
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(max(verbosity, absl_logging.INFO))  # absl: higher = more.
     root = logging.getLogger()
     root.addHandler(handler)
     old = sys.stdout, sys.stderr
@@ -186,6 +197,7 @@ def _tee_to(path: pathlib.Path):
     finally:
       sys.stdout, sys.stderr = old
       root.removeHandler(handler)
+      absl_logging.set_verbosity(verbosity)
 
 
 def _default_train_fn(config, workdir):
@@ -218,7 +230,7 @@ def run_in_process(p: Planned, train_fn: TrainFn | None = None, tee: bool = True
 
 
 def _finished_result(p: Planned, seconds: float) -> Result:
-  if (p.workdir / "final.json").is_file():
+  if workdir_lib.read_final(str(p.workdir)) is not None:
     return Result(p.run.name, "done", False, seconds, p.workdir)
   # E.g. config.max_steps stopped it early: nothing failed, but nothing is final either.
   return Result(p.run.name, "stopped (no final.json)", False, seconds, p.workdir)
@@ -549,6 +561,9 @@ def main(argv=None, train_fn: TrainFn | None = None, out: TextIO | None = None) 
       raise
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except preemption.Interrupted as e:  # A signal stopped an in-process run: it saved.
+    print(f"[launch] {e}", file=out)
+    return e.exit_code
   except _Interrupted as e:
     print("\n" + summary_table(e.results), file=out)
     print("[launch] interrupted; run the same command again to resume.", file=out)

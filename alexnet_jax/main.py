@@ -39,6 +39,9 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, optional
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and reports go.")
 _TRACEBACK = flags.DEFINE_bool("traceback", False, "On an error, show the Python traceback.")
+_FORCE = flags.DEFINE_bool(
+    "force_config_change", False,
+    "Resume even though fields that shape the train state or the data order changed.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 USAGE_ERROR = 2  # What argparse and the launcher exit with on bad input.
@@ -115,17 +118,25 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   std_logging.getLogger("absl").addFilter(_QuietLibraries())
   from alexnet_jax import train  # Here, not at the top: --help must not wait for JAX.
+  from alexnet_jax.checkpoint import CheckpointError
+  from alexnet_jax.workdir import WorkdirError
 
   try:
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
+                             force_config_change=_FORCE.value)
   except config_lib.ConfigError as e:  # Found only against the data (e.g. num_classes).
     if _TRACEBACK.value:
       raise
     logging.error("Config error: %s", e)
     sys.exit(USAGE_ERROR)
+  except (WorkdirError, CheckpointError) as e:
+    if _TRACEBACK.value:
+      raise
+    logging.error("%s", e)
+    sys.exit(1)
   except train.Interrupted as e:
     logging.warning("%s", e)
-    sys.exit(143)
+    sys.exit(e.exit_code)
 
 
 def run():

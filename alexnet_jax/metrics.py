@@ -50,7 +50,8 @@ def _is_scalar(value) -> bool:
   return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _repair(path: str, drop_after_step: int | None) -> None:
+def _repair(path: str, drop_after_step: int | None,
+            drop_at_step: frozenset[str] = frozenset({"test"})) -> None:
   """Makes `path` safe to append to.
 
   A killed run can leave a last line without its newline; appending to it would glue the
@@ -75,7 +76,11 @@ def _repair(path: str, drop_after_step: int | None) -> None:
       row = json.loads(line)
     except ValueError:
       continue
-    if row.get("step", 0) <= drop_after_step:
+    # Rows of the kinds `drop_at_step` at the checkpoint's step itself were logged after the
+    # save (a final evaluation the killed run began) or would not exist in an uninterrupted
+    # run (an early stop's partial train row); the resumed run writes what belongs there.
+    step = row.get("step", 0)
+    if step < drop_after_step or (step == drop_after_step and row.get("kind") not in drop_at_step):
       keep.append(line + b"\n")
   with files.atomic_write(path, binary=True) as f:
     f.writelines(keep)
@@ -127,6 +132,14 @@ class _EventFile:
       self._writer.add_scalar(tag, value, int(step))
     self._writer.flush()  # A killed run keeps what it logged.
 
+  def restart(self, step: int) -> None:
+    """Tells TensorBoard that the run restarted at `step`: it drops the points of earlier files
+    at `step` and later (orphans of a killed run), as it does for TensorFlow's own restarts."""
+    from tensorboardX.proto.event_pb2 import Event, SessionLog
+    self._writer.file_writer.add_event(
+        Event(wall_time=time.time(), step=int(step), session_log=SessionLog(status=SessionLog.START)))
+    self._writer.flush()
+
   def close(self):
     self._writer.close()
 
@@ -148,7 +161,7 @@ class MetricWriter:
   """
 
   def __init__(self, workdir: str, *, enabled: bool = True, drop_after_step: int | None = None,
-               config=None):
+               drop_at_step: frozenset[str] = frozenset({"test"}), config=None):
     self.workdir = workdir
     self.enabled = enabled
     self._file: TextIO | None = None
@@ -157,10 +170,12 @@ class MetricWriter:
       return
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, METRICS_FILE)
-    _repair(path, drop_after_step)
+    _repair(path, drop_after_step, drop_at_step)
     self._file = open(path, "a", encoding="utf-8")
     self._events = _EventFile(os.path.join(workdir, TB_DIR),
                               None if config is None else hparams(config))
+    if drop_after_step is not None:
+      self._events.restart(drop_after_step if drop_at_step - {"test"} else drop_after_step + 1)
 
   def write(self, row: dict) -> None:
     if not self.enabled:

@@ -1,9 +1,14 @@
 """`train_and_evaluate(config, workdir)`: the whole training run, resumable.
 
-Rerunning with the same workdir resumes from the latest checkpoint: the data iterator is
-rebuilt at the checkpointed step, dropout keys are derived from the step, and the
+Rerunning with the same workdir resumes from the latest checkpoint: the data iterator's
+position is part of it (grain), dropout keys are derived from the step, and the
 learning-rate policy's state is part of the checkpoint, so on CPU a resumed run ends with
-exactly the params of an uninterrupted one.
+exactly the params of an uninterrupted one. The host state also carries the running sums of
+the log window and the epoch and the last val result, so the metric rows match too.
+
+Around the loop: `workdir.WorkdirLock` (one run per workdir), `workdir.record_config` (no
+silent config change), `checkpoint.Checkpointer` (falls back past damaged checkpoints) and
+`preemption.StopSignals` (save at an agreed step on SIGTERM/SIGUSR2/SIGINT).
 """
 
 from __future__ import annotations
@@ -11,7 +16,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import time
 
 import jax
@@ -27,8 +31,10 @@ from alexnet_jax import files
 from alexnet_jax import mesh as mesh_lib
 from alexnet_jax import metrics as metrics_lib
 from alexnet_jax import optim
+from alexnet_jax import preemption
 from alexnet_jax import provenance
 from alexnet_jax import step as step_lib
+from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.models import AlexNet, ModelSpec, count_params
 
 
@@ -36,24 +42,36 @@ class NonFiniteLoss(RuntimeError):
   """Training diverged; the checkpoints on disk predate the divergence."""
 
 
-class Interrupted(Exception):
-  """SIGTERM arrived; a checkpoint was saved and the same command resumes."""
-
-  def __init__(self, step):
-    super().__init__(f"interrupted at step {step}; checkpoint saved, rerun the same command to resume")
-    self.step = step
+# Defined with the signal handling, where the launcher can import it without JAX.
+Interrupted = preemption.Interrupted
 
 
-def _record_config(config, workdir) -> None:
-  path = os.path.join(workdir, "config.json")
-  new = json.loads(config.to_json_best_effort())
-  if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
-    changed = list(config_lib.diff(old, new))
-    if changed:
-      logging.warning("Resuming %s with a changed config: %s", workdir, ", ".join(changed))
-  files.write_json(path, new)
+def _lock_workdir(workdir, is_chief):
+  """The chief holds the lock; every process learns whether it got it (or all would hang)."""
+  lock = workdir_lib.WorkdirLock(workdir)
+  busy = None
+  if is_chief:
+    try:
+      lock.acquire()
+    except workdir_lib.WorkdirBusy as e:
+      busy = e
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    if int(np.max(multihost_utils.process_allgather(np.int32(busy is not None)))) and not busy:
+      busy = workdir_lib.WorkdirBusy(f"{workdir} is in use (process 0 could not lock it)")
+  if busy is not None:
+    lock.release()
+    raise busy
+  return lock
+
+
+def _already_finished(workdir, total_steps):
+  final = workdir_lib.read_final(workdir)
+  if final is not None and isinstance(final.get("step"), int) and final["step"] >= total_steps:
+    logging.info("%s already finished (step %d, final.json written); leaving it as it is. Delete "
+                 "its final.json to redo the final evaluation.", workdir, final["step"])
+    return final
+  return None
 
 
 def _check_against_data(config, info) -> None:
@@ -78,17 +96,34 @@ def _with_crops(config, crops: str):
   return view
 
 
-def evaluate(eval_step, params, config, split: str, mesh) -> dict[str, float]:
+def evaluate(eval_step, params, config, split: str, mesh, stop=None) -> dict[str, float]:
+  """Means of the eval metrics over `split`; None if `stop` (a StopSignals) asks to stop."""
   sums = None
   index, count = mesh_lib.data_shard(mesh)
-  for batch in data.eval_batches(config, split=split, process_index=index, process_count=count):
+  batches = data.eval_batches(config, split=split, process_index=index, process_count=count)
+  for i, batch in enumerate(batches):
+    # Every 16 batches: the same batches on every process, so they agree at the same one.
+    if stop is not None and stop.requested(sync_point=i % 16 == 0):
+      return None
     m = eval_step(params, mesh_lib.put_batch(batch, mesh))
     sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
   return step_lib.means(jax.device_get(sums))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains, evaluates every epoch, checkpoints, and returns the final metrics."""
+def _host_sums(sums):
+  """Device metric sums as Python floats for the JSON host state (exact for float32)."""
+  return None if sums is None else {k: float(v) for k, v in jax.device_get(sums).items()}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       force_config_change: bool = False) -> dict:
+  """Trains, evaluates every epoch, checkpoints, and returns the final metrics.
+
+  One run per workdir at a time (`workdir.WorkdirLock`); a finished workdir is returned
+  as it is; a config change that would mix two runs is refused unless
+  `force_config_change`. SIGTERM, SIGUSR2 and SIGINT save and raise `Interrupted`, after
+  handing the signal on to a handler installed before (submitit's requeue).
+  """
   config_lib.validate(config)
   mesh_lib.initialize_distributed(config)  # Before anything touches a device.
   mesh = mesh_lib.make_mesh(config)
@@ -96,9 +131,40 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   _check_against_data(config, info)
   os.makedirs(workdir, exist_ok=True)
   is_chief = jax.process_index() == 0
-  if is_chief:
-    _record_config(config, workdir)
-    provenance.record(workdir)  # Commit, dirty flag, packages, devices, command line.
+  lock = _lock_workdir(workdir, is_chief)
+  stop = preemption.StopSignals()
+  try:
+    stop.install()
+    return _train(config, workdir, mesh, info, is_chief, stop, force_config_change)
+  except Interrupted:
+    stop.restore()
+    lock.release()
+    stop.chain()  # Under submitit this requeues the job and exits.
+    raise
+  finally:
+    stop.restore()
+    lock.release()
+
+
+def _train(config, workdir, mesh, info, is_chief, stop, force_config_change):
+  spe = data.steps_per_epoch(config, info)
+  total_steps = config.num_epochs * spe
+  if config.max_steps > 0:
+    total_steps = min(total_steps, config.max_steps)
+  checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                       keep=config.keep_checkpoints)
+  try:
+    if is_chief:
+      workdir_lib.record_config(json.loads(config.to_json_best_effort()), workdir,
+                                has_checkpoint=checkpointer.latest_step() is not None,
+                                force=force_config_change)
+      provenance.record(workdir)  # Commit, dirty flag, packages, devices, command line.
+    finished = _already_finished(workdir, total_steps)
+    if finished is not None:
+      return finished
+  except BaseException:
+    checkpointer.close()
+    raise
 
   spec = ModelSpec.from_config(config.model)
   model = AlexNet(spec)
@@ -115,19 +181,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   policy = optim.make_lr_policy(config.optim, config.num_epochs)
   # Per-epoch validation may use cheaper views than the final test (data.val_crops).
   val_config = _with_crops(config, config.data.val_crops or config.data.eval_crops)
-  spe = data.steps_per_epoch(config, info)
-  total_steps = config.num_epochs * spe
-  if config.max_steps > 0:
-    total_steps = min(total_steps, config.max_steps)
-
-  checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                       keep=config.keep_checkpoints)
   host = {"wall_time": 0.0, "epoch_sums": None, "policy": policy.state_dict()}
   shard_index, shard_count = mesh_lib.data_shard(mesh)
   batches = data.train_iterator(config, process_index=shard_index, process_count=shard_count)
   # The target carries this run's shardings, so a checkpoint from any mesh shape restores;
   # the data iterator comes back at the batch after the checkpointed step.
-  restored = checkpointer.restore(state, data_iterator=batches)
+  try:
+    restored = checkpointer.restore(state, data_iterator=batches)
+  except BaseException:
+    checkpointer.close()
+    raise
   if restored is not None:
     state, host = restored
     policy.load_state_dict(host["policy"])
@@ -135,43 +198,54 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   start_step = int(state.step)
 
   # Rows a killed run logged after its last checkpoint are replayed on resume: drop them.
+  # An early stop (max_steps) off the log grid logged a partial train row that a longer
+  # run does not have: its steps are in the checkpointed window and go into the next row.
+  drop = {"test"} | ({"train"} if start_step % config.log_every_steps and start_step < total_steps
+                     else set())
   writer = metrics_lib.MetricWriter(workdir, enabled=is_chief, drop_after_step=start_step,
-                                    config=config)
+                                    drop_at_step=frozenset(drop), config=config)
   train_step, eval_step = mesh_lib.make_sharded_steps(spec, tx, mesh, config)
-
-  stop = {"signal": False}
-  previous_handler = None
-  if hasattr(signal, "SIGTERM"):
-    try:
-      previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop.update(signal=True))
-    except ValueError:  # Not the main thread: leave signals alone.
-      previous_handler = None
 
   def save(step, force=False):
     nonlocal loss_since_save
     # Never checkpoint a diverged model: the last good checkpoint must stay the latest.
     if not math.isfinite(float(loss_since_save)):
-      raise NonFiniteLoss(f"non-finite training loss before step {step}; the last good "
-                          f"checkpoint in {checkpointer.directory} is kept. Lower config.optim.lr?")
+      raise NonFiniteLoss(f"non-finite training loss before step {step}; "
+                          f"{_kept(checkpointer)} Lower config.optim.lr?")
     loss_since_save = 0.0
-    sums = None if epoch_sums is None else {
-        k: float(v) for k, v in jax.device_get(epoch_sums).items()}
+    # The log window's and the epoch's running sums are checkpointed so that the first rows
+    # after a resume average the same steps as an uninterrupted run's.
     checkpointer.save(step, state, {"wall_time": wall_time, "policy": policy.state_dict(),
-                                    "epoch_sums": sums}, force=force, data_iterator=batches)
+                                    "epoch_sums": _host_sums(epoch_sums),
+                                    "window_sums": _host_sums(window), "last_val": last_val},
+                      force=force, data_iterator=batches)
+
+  def interrupted(step):
+    checkpointer.wait()
+    return Interrupted(step, saved=checkpointer.on_disk(step), latest=checkpointer.latest_step(),
+                       exit_code=stop.exit_code)
 
   wall_time = float(host["wall_time"])
   epoch_sums = host["epoch_sums"]
-  window = None
+  window = host.get("window_sums")
+  last_val = host.get("last_val")
   loss_since_save = 0.0  # A device scalar between saves: checking it costs no per-step sync.
   progress = metrics_lib.Progress(total_steps, start_step, config.batch_size)
-  last_val = None
   t_window = time.time()
   step = start_step
   try:
     while step < total_steps:
       t0 = time.time()
       lr = policy.lr(step, spe)
-      state, m = train_step(state, mesh_lib.put_batch(next(batches), mesh), np.float32(lr))
+      try:
+        with stop.waiting_for_data():
+          batch = next(batches)
+      except preemption.DataStalled as e:
+        logging.warning("%s; saving step %d", e, step)
+        if jax.process_count() == 1:  # A collective save would wait for the stalled peers.
+          save(step, force=True)
+        raise interrupted(step) from None
+      state, m = train_step(state, mesh_lib.put_batch(batch, mesh), np.float32(lr))
       window = m if window is None else jax.tree.map(jnp.add, window, m)
       epoch_sums = m if epoch_sums is None else jax.tree.map(jnp.add, epoch_sums, m)
       loss_since_save = loss_since_save + m["loss"]
@@ -179,19 +253,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       wall_time += time.time() - t0
       epoch = step / spe
 
-      if step % config.log_every_steps == 0 or step == total_steps:
+      log_step = step % config.log_every_steps == 0 or step == total_steps
+      if log_step:
         means = step_lib.means(jax.device_get(window))
         if not math.isfinite(means["loss"]):
           raise NonFiniteLoss(
               f"training loss became {means['loss']} by step {step} (epoch {epoch:.2f}, lr {lr:g}); "
-              f"the last good checkpoint in {checkpointer.directory} is kept. Lower config.optim.lr?")
+              f"{_kept(checkpointer)} Lower config.optim.lr?")
         elapsed = time.time() - t_window
         ips = float(jax.device_get(window["count"])) / max(elapsed, 1e-9)  # count is global.
         writer.write({"kind": "train", "step": step, "epoch": epoch, "lr": lr,
                       "images_per_sec": ips, "wall_time": wall_time, **means})
         progress.update(step, epoch=epoch, lr=lr, images_per_sec=ips, loss=means["loss"],
                         top1_err=means["top1_err"])
-        window, t_window = None, time.time()
+        if step % config.log_every_steps == 0:  # At an early stop, the window goes on in the
+          window, t_window = None, time.time()  # checkpoint: a longer run continues it.
 
       if step % spe == 0:
         means = step_lib.means(jax.device_get(epoch_sums))
@@ -211,10 +287,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       elif step % config.checkpoint_every_steps == 0:
         save(step)
 
-      if stop["signal"]:
+      # Multi-host: the processes compare flags where all of them already wait for the device.
+      if stop.requested(sync_point=log_step or step % spe == 0):
         save(step, force=True)
-        checkpointer.wait()
-        raise Interrupted(step)
+        raise interrupted(step)
 
     if step % spe != 0 or checkpointer.latest_step() != step:
       save(step, force=True)
@@ -224,19 +300,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if config.data.test_split:
       views = ["center", "ten"] if config.data.eval_crops == "ten" else ["center"]
       for crops in views:
-        result = evaluate(eval_step, state.params, _with_crops(config, crops), "test", mesh)
+        # A stop signal here ends the run without final.json; the checkpoint of the last step
+        # is on disk, and the rerun does the whole final evaluation once.
+        result = evaluate(eval_step, state.params, _with_crops(config, crops), "test", mesh,
+                          stop=stop)
+        if result is None:
+          raise interrupted(step)
         final["test"][crops] = result
         writer.write({"kind": "test", "step": step, "epoch": step / spe, "crops": crops,
                       "wall_time": wall_time, **result})
         logging.info("test (%s crop%s): top-1 err %.2f%% top-5 err %.2f%%", crops,
                      "" if crops == "center" else "s", 100 * result["top1_err"],
                      100 * result["top5_err"])
+    if stop.requested():
+      raise interrupted(step)
     if is_chief:
-      files.write_json(os.path.join(workdir, "final.json"), final)
+      files.write_json(os.path.join(workdir, workdir_lib.FINAL_FILE), final)
     return final
   finally:
     progress.close()
     writer.close()
     checkpointer.close()
-    if previous_handler is not None:
-      signal.signal(signal.SIGTERM, previous_handler)
+
+
+def _kept(checkpointer) -> str:
+  latest = checkpointer.latest_step()
+  if latest is None:
+    return "no checkpoint was saved before it, so a rerun starts from step 0."
+  return f"the last good checkpoint (step {latest}) in {checkpointer.directory} is kept."

@@ -114,9 +114,11 @@ def test_resume_equals_uninterrupted(folder, tmp_path):
 
   resumed = str(tmp_path / "resumed")
   first = tiny_config(folder, data_dir)
-  first.max_steps = 8  # Mid-way through epoch 2, between two periodic checkpoints.
+  # Mid-way through epoch 2, between two periodic checkpoints and between two log steps, so
+  # the resumed run's first train row averages a step from before the checkpoint too.
+  first.max_steps = 7
   train.train_and_evaluate(first, resumed)
-  assert _final_params(resumed)[0] == 8
+  assert _final_params(resumed)[0] == 7
   # A killed run can have logged past its last checkpoint; the resumed run replays those steps.
   with open(os.path.join(resumed, "metrics.jsonl"), "a") as f:
     f.write(json.dumps({"kind": "train", "step": 10, "epoch": 1.6, "loss": 9.0, "top1_err": 1.0,
@@ -134,6 +136,34 @@ def test_resume_equals_uninterrupted(folder, tmp_path):
   # The resumed run's per-epoch rows equal the straight run's (epoch sums were checkpointed).
   row = lambda wd: [r for r in read_metrics(wd) if r["kind"] == "train_epoch"][-1]
   assert row(straight)["loss"] == pytest.approx(row(resumed)["loss"], rel=1e-6)
+  # Every train row too, the one straddling the checkpoint included (the log window's sums
+  # were checkpointed): same numbers, timings aside.
+  timing = ("images_per_sec", "wall_time")
+  rows = lambda wd: [{k: v for k, v in r.items() if k not in timing}
+                     for r in read_metrics(wd) if r["kind"] in ("train", "train_epoch", "val")]
+  assert rows(resumed) == rows(straight)
+  final = json.loads(open(os.path.join(resumed, "final.json")).read())
+  assert final["val"] is not None and final["val"] == json.loads(
+      open(os.path.join(straight, "final.json")).read())["val"]
+
+  # TensorBoard shows what metrics.jsonl says: the killed run's orphaned points are purged.
+  assert _tensorboard_scalars(resumed) == _tensorboard_scalars(straight)
+
+  # A finished workdir is left as it is: no new rows, no new evaluation, same final.json.
+  before = {f: open(os.path.join(resumed, f), "rb").read() for f in ("metrics.jsonl", "final.json")}
+  again = train.train_and_evaluate(tiny_config(folder, data_dir), resumed)
+  assert again == final
+  for f, content in before.items():
+    assert open(os.path.join(resumed, f), "rb").read() == content, f
+
+
+def _tensorboard_scalars(workdir, skip=("images_per_sec", "wall_time")):
+  from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+  acc = EventAccumulator(os.path.join(workdir, "tb"))  # Purges orphaned data, as TensorBoard does.
+  acc.Reload()
+  return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]
+          if tag.split("/")[-1] not in skip}
 
 
 def test_sigterm_saves_and_the_same_command_resumes(folder, tmp_path):
