@@ -172,6 +172,8 @@ def test_sigterm_saves_and_the_same_command_resumes(folder, tmp_path):
          f"--workdir={workdir}", f"--config.data.dataset=folder:{folder}",
          f"--config.data.data_dir={tmp_path / 'tfds'}", "--config.data.val_split=test",
          "--config.data.val_fraction=0.0", "--config.model.num_classes=4",
+         # A constant LR: the config's fixed drop would sit past the shortened rerun's end.
+         "--config.optim.schedule=constant",
          "--config.batch_size=8", "--config.eval_batch_size=8", "--config.num_epochs=40",
          "--config.log_every_steps=1", "--config.checkpoint_every_steps=1000"]
   proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
