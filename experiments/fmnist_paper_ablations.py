@@ -11,7 +11,7 @@ the same point and seed noise shrinks enough to read sub-point effects.
 
 Reproduces the direction and rough size of the paper's ablation deltas (3.2 two towers
 1.7/1.2, 3.3 LRN 1.4/1.2, 3.4 overlapping pools 0.4/0.3, 4.1 PCA colour noise >1 top-1,
-6 middle layer ~2 top-1); the paper has no Fashion-MNIST numbers, so the report marks every
+7 middle layer ~2 top-1); the paper has no Fashion-MNIST numbers, so the report marks every
 row as run on another dataset. Runs: full, no_lrn, pool_2x2, one_tower, no_pca, no_dropout,
 no_aug, no_conv4, tanh; each tested on the center crop and on 10 crops.
 
