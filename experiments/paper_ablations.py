@@ -15,7 +15,7 @@ Runs (each tested on the center crop and on 10 crops, so "center vs 10 crops" is
 | no_pca     | pca=0                             | 4.1: PCA colour noise lowers top-1 by over 1     |
 | no_dropout | dropout=0                         | 4.2: substantial overfitting without it          |
 | no_aug     | aug=0 (no random crops, flips)    | 4.1: substantial overfitting without it          |
-| no_conv4   | drop_conv=4                       | 6: removing a middle layer costs ~2 top-1        |
+| no_conv4   | drop_conv=4                       | 7: removing a middle layer costs ~2 top-1        |
 | tanh       | act=tanh                          | 3.1 / Figure 1: ReLU trains ~6x faster           |
 
 Sweep arguments (after `:`): seeds=N (names become `no_lrn.s0` ...), epochs=N, middle=3|4|3+4,
