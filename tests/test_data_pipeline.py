@@ -301,6 +301,7 @@ def folder_with_bad_files(tmp_path):
   good = (root / "test" / "c0" / "2.jpg").read_bytes()
   (root / "test" / "c0" / "2.jpg").write_bytes(good[:len(good) // 3])  # truncated
   os.makedirs(root / "test" / "c2")  # an empty class folder: a warning, not an error
+  os.mkfifo(root / "train" / "c1" / "fifo.jpg")  # would block a reader forever
   return str(root)
 
 
@@ -319,6 +320,7 @@ def test_unreadable_images_are_skipped_counted_and_named(folder_with_bad_files, 
   # The truncated test image is masked out: 11 of 12 test images count.
   assert sum(float(b["mask"].sum()) for b in evals) == 11
   assert "c2" in caplog.text  # the empty class folder was reported
+  assert "not regular files: fifo.jpg" in caplog.text
 
 
 def test_stats_are_recomputed_when_images_change_and_a_damaged_file_is_named(tmp_path):

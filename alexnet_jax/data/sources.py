@@ -156,7 +156,17 @@ class FolderSource(Source):
         d = os.path.join(root, split, c)
         if not os.path.isdir(d):
           continue
-        names = sorted(f for f in os.listdir(d) if f.lower().endswith(IMAGE_EXTENSIONS))
+        # scandir's file type comes from the directory listing itself (no stat per file): a
+        # FIFO or socket named like an image would block or fail the reader, so it is left out.
+        names, odd = [], []
+        with os.scandir(d) as entries:
+          for e in entries:
+            if e.name.lower().endswith(IMAGE_EXTENSIONS):
+              (names if e.is_file() else odd).append(e.name)
+        names.sort()
+        if odd:
+          logging.warning("%s: skipping %d entries that are not regular files: %s", d, len(odd),
+                          ", ".join(sorted(odd)[:5]) + (" ..." if len(odd) > 5 else ""))
         if not names:
           logging.warning("%s has no images (%s); class %r has no %s examples", d,
                           ", ".join(IMAGE_EXTENSIONS), c, split)
