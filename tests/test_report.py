@@ -166,3 +166,26 @@ def test_exported_raw_runs_regenerate_the_report(study, tmp_path):
   assert "## The paper's claims" in rc.stdout
   for name in ("claims.csv", "ablations.csv", "results.csv"):
     assert (dest / "report" / name).read_text() == (first["out"] / name).read_text()
+
+
+def test_valid_json_of_the_wrong_shape_is_left_out_with_a_warning(tmp_path):
+  fake_run(tmp_path, "good")
+  fake_run(tmp_path, "odd")
+  odd = tmp_path / "odd"
+  (odd / "config.json").write_text("[1, 2, 3]")
+  (odd / "final.json").write_text(json.dumps({"step": 40, "test": {"center": "not a dict"}}))
+  with open(odd / "metrics.jsonl", "a") as f:
+    f.write(json.dumps({"kind": "val", "step": 50, "top1_err": "abc"}) + "\n")
+  with pytest.warns(UserWarning) as caught:
+    found = {r.name: r for r in runs_lib.discover([str(tmp_path)])}
+  texts = " ".join(str(w.message) for w in caught)
+  assert "odd/config.json" in texts and "odd/final.json" in texts and "odd/metrics.jsonl" in texts
+  assert found["odd"].config is None and found["odd"].final is None
+  assert all(r.get("step") != 50 for r in found["odd"].val_rows())
+  assert found["good"].final is not None
+  out = tmp_path / "report_out"
+  rc = subprocess.run([sys.executable, "-m", "alexnet_jax.report", str(tmp_path), f"--out={out}",
+                       "--no_plots"], cwd=pathlib.Path(__file__).parents[1], capture_output=True,
+                      text=True, timeout=300)
+  assert rc.returncode == 0, rc.stderr[-2000:]
+  assert "odd/final.json" in rc.stderr

@@ -14,6 +14,7 @@ import json
 import os
 import pathlib
 import shutil
+import warnings
 
 from alexnet_jax import files
 from alexnet_jax.sweep import split_name
@@ -103,6 +104,40 @@ def _read_json(path: pathlib.Path) -> dict | None:
     return None  # Missing, or being written by a live run: report what exists.
 
 
+_METRICS = ("loss", "top1_err", "top5_err")
+
+
+def _number(v) -> bool:
+  return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _final_ok(final) -> bool:
+  """final.json as train.py writes it: {"step": int, "test": {crops: {metric: number}}, ...}."""
+  if not isinstance(final, dict):
+    return False
+  test = final.get("test", {})
+  val = final.get("val")
+  return (isinstance(test, dict)
+          and all(isinstance(m, dict) and all(_number(m.get(k, 0.0)) for k in _METRICS)
+                  for m in test.values())
+          and (val is None or (isinstance(val, dict) and all(_number(val.get(k, 0.0)) for k in _METRICS)))
+          and _number(final.get("step", 0)))
+
+
+def _row_ok(row: dict) -> bool:
+  return all(_number(row[k]) for k in _METRICS + ("step", "epoch", "wall_time", "lr") if k in row
+             and row[k] is not None)
+
+
+def _checked(path: pathlib.Path, value, ok: bool):
+  """`value` if it has the shape the report reads, else None with a warning naming the file."""
+  if value is not None and not ok:
+    warnings.warn(f"{path}: valid JSON but not the shape train.py writes; the report leaves it out",
+                  stacklevel=2)
+    return None
+  return value
+
+
 def read_rows(path: pathlib.Path) -> list[dict]:
   """metrics.jsonl's rows, one per (kind, step, crops): a resumed run's repeats, later wins."""
   latest = {}
@@ -113,7 +148,11 @@ def read_rows(path: pathlib.Path) -> list[dict]:
           row = json.loads(line)
         except ValueError:
           continue  # A live run's half-written last line.
-        if not isinstance(row, dict) or "kind" not in row:
+        if not isinstance(row, dict) or not isinstance(row.get("kind"), str):
+          continue
+        if not _row_ok(row):
+          warnings.warn(f"{path}: a {row['kind']} row with non-numeric values; left out",
+                        stacklevel=2)
           continue
         latest[(row["kind"], row.get("step"), row.get("crops"))] = row
   except OSError:
@@ -128,7 +167,11 @@ def read_run(path: str | os.PathLike, name: str | None = None) -> RunData:
     rows.setdefault(row["kind"], []).append(row)
   for kind in rows:
     rows[kind].sort(key=lambda r: (r.get("step") or 0, r.get("wall_time") or 0))
-  return RunData(name or path.name, path, _read_json(path / "config.json"), _read_json(path / "final.json"), rows)
+  config = _read_json(path / "config.json")
+  final = _read_json(path / "final.json")
+  return RunData(name or path.name, path,
+                 _checked(path / "config.json", config, isinstance(config, dict)),
+                 _checked(path / "final.json", final, _final_ok(final)), rows)
 
 
 def _is_run(p: pathlib.Path) -> bool:
