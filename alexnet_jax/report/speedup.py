@@ -52,8 +52,11 @@ def _pair_key(runs: list[RunData]) -> str | None:
   ignore = set(PAIR_FIELDS) | {"seed"}
   # Without a cosine schedule a longer run is the shorter one plus more epochs (same data order
   # and learning rates up to there), so run length alone does not keep two groups apart.
-  if (cfg.get("optim") or {}).get("schedule") != "cosine":
+  schedule = (cfg.get("optim") or {}).get("schedule")
+  if schedule != "cosine":
     ignore.add("num_epochs")
+  if schedule != "steps":  # Unused by the other schedules (and moved by `epochs=N` variants).
+    ignore.add("optim.step_epochs")
   return json.dumps(config_lib.diff({}, cfg, ignore=ignore), sort_keys=True, default=str)
 
 
