@@ -1,6 +1,6 @@
 r"""Kill loop: SIGKILL the tiny run at random moments, rerun it each time, compare with a clean run.
 
-    nice -n 10 python benchmarks/kill_loop.py --kills 20 --out /tmp/kill_loop
+    nice -n 10 python tools/kill_loop.py --kills 20 --out /tmp/kill_loop
 
 Each kill targets one phase, in turn: training (a random moment after a new train row),
 saving (as soon as orbax's temporary checkpoint directory appears) and the final evaluation
