@@ -187,6 +187,9 @@ def _tee_to(path: pathlib.Path):
     handler.addFilter(lambda r: r.levelno >= logging.WARNING or not any(
         f"/{lib}/" in r.pathname for lib in ("orbax", "tensorflow_datasets")))
     verbosity = absl_logging.get_verbosity()
+    # Before absl's flags are parsed its logger has no level of its own (records pass to the
+    # root); set_verbosity(verbosity) would give it WARNING, so its level is put back as it was.
+    absl_level = absl_logging.get_absl_logger().level
     absl_logging.set_verbosity(max(verbosity, absl_logging.INFO))  # absl: higher = more.
     root = logging.getLogger()
     root.addHandler(handler)
@@ -198,6 +201,7 @@ def _tee_to(path: pathlib.Path):
       sys.stdout, sys.stderr = old
       root.removeHandler(handler)
       absl_logging.set_verbosity(verbosity)
+      absl_logging.get_absl_logger().setLevel(absl_level)
 
 
 def _default_train_fn(config, workdir):
