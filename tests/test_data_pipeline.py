@@ -286,16 +286,21 @@ def test_batches_do_not_depend_on_worker_processes(folder, tmp_path):
     _batches_equal(next(workers), w)
 
 
+def image_tree(root, splits, classes, per_class, image, ext="jpg", prefix="c"):
+  """root/<split>/<prefix><class>/<i>.<ext> with `image(class, rng)` as each image."""
+  rng = np.random.default_rng(0)
+  for split in splits:
+    for c in range(classes):
+      os.makedirs(root / split / f"{prefix}{c}")
+      for i in range(per_class):
+        Image.fromarray(image(c, rng)).save(root / split / f"{prefix}{c}" / f"{i}.{ext}")
+  return root
+
+
 @pytest.fixture
 def folder_with_bad_files(tmp_path):
-  root = tmp_path / "bad"
-  rng = np.random.default_rng(0)
-  for split in ("train", "test"):
-    for c in range(2):
-      os.makedirs(root / split / f"c{c}")
-      for i in range(6):
-        Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(
-            root / split / f"c{c}" / f"{i}.jpg")
+  root = image_tree(tmp_path / "bad", ("train", "test"), 2, 6,
+                    lambda c, rng: rng.integers(0, 256, (40, 50, 3), dtype=np.uint8))
   (root / "train" / "c0" / "0.jpg").write_bytes(b"")  # empty
   (root / "train" / "c1" / "1.jpg").write_bytes(b"not an image at all")
   good = (root / "test" / "c0" / "2.jpg").read_bytes()
@@ -368,15 +373,10 @@ def test_train_examples_is_a_fixed_prefix_and_val_is_unchanged(folder, tmp_path)
 def test_prepared_shards_feed_the_same_examples_as_their_folder(tmp_path):
   """`prepare` output read as prepared:DIR gives the folder's images, resized once, by label."""
   from alexnet_jax.data import prepare
-  root = tmp_path / "src"
-  rng = np.random.default_rng(0)
-  for split in ("train", "val"):
-    for c in range(2):
-      os.makedirs(root / split / f"k{c}")
-      for i in range(5):
-        image = np.full((48, 64, 3), 40 + 150 * c, np.uint8)
-        image += rng.integers(0, 10, image.shape, dtype=np.uint8)
-        Image.fromarray(image).save(root / split / f"k{c}" / f"{i}.png")
+  # Class 0 dark, class 1 bright, with a little noise.
+  root = image_tree(tmp_path / "src", ("train", "val"), 2, 5,
+                    lambda c, rng: (40 + 150 * c + rng.integers(0, 10, (48, 64, 3))).astype(np.uint8),
+                    ext="png", prefix="k")
   out = tmp_path / "prepared"
   prepare.prepare(str(root / "train"), str(out), "train", size=32, progress=False, workers=1)
   prepare.prepare(str(root / "val"), str(out), "val", size=32, progress=False, workers=1,

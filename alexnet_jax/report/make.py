@@ -66,11 +66,16 @@ def make_report(paths: list[str], out: str | None = None, runs: str | None = Non
         f"{len(all_runs)} runs in {len(groups)} groups, {finished} finished. Generated "
         f"{datetime.datetime.now():%Y-%m-%d %H:%M} by `python -m alexnet_jax.report "
         f"{' '.join(paths)}{' --runs=' + runs if runs else ''}`.", ""]
+
+  def section(title, table, csv_name):
+    """A titled table with its notes in report.md, and its rows in `csv_name`."""
+    table_md, rows, notes = table
+    md.extend(["## " + title, "", table_md, ""] + [f"- {n}" for n in notes] + [""])
+    tables.write_csv(out_dir / csv_name, rows)
+    written.append(out_dir / csv_name)
+
   if claim_rows:
-    cl_md, cl_csv, cl_notes = tables.claims_table(claim_rows)
-    md += ["## The paper's claims", "", cl_md, ""] + [f"- {n}" for n in cl_notes] + [""]
-    tables.write_csv(out_dir / "claims.csv", cl_csv)
-    written.append(out_dir / "claims.csv")
+    section("The paper's claims", tables.claims_table(claim_rows), "claims.csv")
     if plots:
       got = plots_lib.plot_claims(claim_rows, out_dir)
       written += got
@@ -83,10 +88,7 @@ def make_report(paths: list[str], out: str | None = None, runs: str | None = Non
     md += [abl_md, ""]
   md += [f"- {n}" for n in abl_notes] + [""]
   if sp:
-    sp_md, sp_csv, sp_notes = tables.speedup_table(sp)
-    md += ["## ReLU vs tanh (the paper's Figure 1)", "", sp_md, ""] + [f"- {n}" for n in sp_notes] + [""]
-    tables.write_csv(out_dir / "speedup.csv", sp_csv)
-    written.append(out_dir / "speedup.csv")
+    section("ReLU vs tanh (the paper's Figure 1)", tables.speedup_table(sp), "speedup.csv")
   if plots:
     md += ["## Curves", ""]
     for axis in ("epoch", "wall_time"):
