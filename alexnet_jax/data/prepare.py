@@ -447,10 +447,24 @@ def main(argv=None) -> int:
   parser.add_argument("--verify", action="store_true", help="re-check a prepared split and exit")
   parser.add_argument("--no_progress", action="store_true", help="no progress line on stderr")
   args = parser.parse_args(argv)
-  # force: importing the data package (absl) may already have put a handler on the root logger,
-  # which would otherwise swallow this command's INFO lines.
-  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr,
-                      force=True)
+  # The command's own handler on its own logger: the root logger may already belong to absl
+  # (imported with the data package), which would swallow INFO lines, and changing the root
+  # logger would change logging for everything else in a process that calls main().
+  handler = logging.StreamHandler(sys.stderr)
+  handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+  log.addHandler(handler)
+  level, propagate = log.level, log.propagate
+  log.setLevel(logging.INFO)
+  log.propagate = False
+  try:
+    return _main(args, parser)
+  finally:
+    log.removeHandler(handler)
+    log.setLevel(level)
+    log.propagate = propagate
+
+
+def _main(args, parser) -> int:
   try:
     if args.verify:
       problems = verify(args.out, args.split)
