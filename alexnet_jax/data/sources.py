@@ -184,6 +184,7 @@ class FolderSource(Source):
     self.stats_dir = os.path.join(data_dir, "alexnet_stats")
     digest = hashlib.sha1(os.path.abspath(root).encode()).hexdigest()[:8]
     self.key = f"folder_{os.path.basename(os.path.normpath(root))}_{digest}"
+    self._fingerprints: dict[str, str] = {}
 
   def split_names(self):
     return list(self.files)
@@ -203,7 +204,14 @@ class FolderSource(Source):
 
   def fingerprint(self, split):
     # Names, sizes and modification times: replacing images (even keeping their count and
-    # names) changes it, without reading every byte of a large tree.
+    # names) changes it, without reading every byte of a large tree. Once per opened source
+    # (a snapshot of the listing, like self.files): every evaluation asks for it again, and
+    # a large tree would otherwise be stat'ed file by file each time.
+    if split not in self._fingerprints:
+      self._fingerprints[split] = self._fingerprint(split)
+    return self._fingerprints[split]
+
+  def _fingerprint(self, split):
     h = hashlib.sha256()
     paths, labels = self.files[split]
     for p, y in zip(paths, labels):

@@ -46,6 +46,9 @@ IMAGENET_EIGVECS = ((-0.5675, 0.7192, 0.4009),
                     (-0.5836, -0.6948, 0.4203))
 
 
+_LOADED: dict = {}
+
+
 @dataclasses.dataclass
 class Stats:
   mean_image: np.ndarray  # (S, S, C) float32, at data.image_size
@@ -65,6 +68,15 @@ class Stats:
 
   @classmethod
   def load(cls, path: str) -> "Stats":
+    """The file's statistics; read once per version of the file (each evaluation asks)."""
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_mtime_ns, st.st_size)
+    if key not in _LOADED:
+      _LOADED[key] = cls._read(path)
+    return _LOADED[key]
+
+  @classmethod
+  def _read(cls, path: str) -> "Stats":
     try:
       with np.load(path) as z:
         kw = {f.name: z[f.name] for f in dataclasses.fields(cls) if f.name != "path"}
