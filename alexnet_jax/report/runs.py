@@ -56,19 +56,20 @@ class RunData:
   def num_epochs(self) -> float | None:
     return (self.config or {}).get("num_epochs")
 
+  def _latest(self, key: str) -> float | None:
+    """final.json's value, else the largest a logged row has (an unfinished run)."""
+    if self.final and self.final.get(key) is not None:
+      return self.final[key]
+    values = [r[key] for rows in self.rows.values() for r in rows if r.get(key) is not None]
+    return max(values) if values else None
+
   @property
   def epoch(self) -> float | None:
-    if self.final and self.final.get("epoch") is not None:
-      return self.final["epoch"]
-    epochs = [r["epoch"] for rows in self.rows.values() for r in rows if r.get("epoch") is not None]
-    return max(epochs) if epochs else None
+    return self._latest("epoch")
 
   @property
   def wall_time(self) -> float | None:
-    if self.final and self.final.get("wall_time") is not None:
-      return self.final["wall_time"]
-    times = [r["wall_time"] for rows in self.rows.values() for r in rows if r.get("wall_time") is not None]
-    return max(times) if times else None
+    return self._latest("wall_time")
 
   def test(self, crops: str) -> dict | None:
     """{"top1_err", "top5_err", ...} of the final test on these crops, if it ran."""
