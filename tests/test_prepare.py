@@ -307,6 +307,9 @@ def test_a_run_killed_for_real_resumes_to_the_same_shards(tmp_path):
   assert not (tmp_path / "out" / "train" / "manifest.json").exists()
   done_before = json.loads(progress.read_text())["done"]
   assert 1 <= len(done_before) < 15
+  # Whether the kill landed inside an atomic write of the progress file is luck; make sure the
+  # rerun also meets the temporary such a kill leaves.
+  (tmp_path / "out" / "train" / "..progress.json.killed.tmp").write_text('{"half')
 
   resumed = subprocess.run(command, stderr=subprocess.PIPE, text=True, timeout=300)
   assert resumed.returncode == 0, resumed.stderr

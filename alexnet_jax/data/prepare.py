@@ -298,8 +298,11 @@ def _run(the_plan: Plan, settings: dict, directory: str, workers: int, progress:
   tasks = [{"dir": directory, "index": i, "file": f"{split}-{i:05d}-of-{num_shards:05d}.array_record",
             "items": the_plan.items[i * per:(i + 1) * per], "size": settings["size"],
             "quality": settings["quality"]} for i in range(num_shards)]
-  for stale in glob.glob(os.path.join(directory, f".{split}-*.tmp")):
-    os.remove(stale)  # a killed run's unfinished shard; the directory lock says none is running
+  # A killed run leaves its unfinished shards (.train-....tmp) and, if it died inside an atomic
+  # write, a half-written progress file (..progress.json.XXXX.tmp); the directory lock says no
+  # other run is writing here, so every hidden temporary in the split's folder is stale.
+  for stale in glob.glob(os.path.join(directory, ".*.tmp")):
+    os.remove(stale)
   progress_path = os.path.join(directory, PROGRESS)
   done = _resume(progress_path, settings, directory)
   todo = [t for t in tasks if t["file"] not in done]
