@@ -59,4 +59,4 @@ def get_sweep(arg=None):
   return [sweep.Run(sweep.seeded(f"{act}_lr{lr:g}", s, a["seeds"]),
                     f"{CONFIG}:{sweep.join_variant(f'act={act}', common, f'seed={s}')}",
                     {**FOUR_LAYERS, "optim.lr": lr})
-          for act in ("relu", "tanh") for lr in lrs for s in range(a["seeds"])]
+          for s in range(a["seeds"]) for act in ("relu", "tanh") for lr in lrs]  # seed-major: see fmnist_like_for_like
