@@ -94,7 +94,9 @@ def get_sweep(arg=None):
     raise sweep.SweepError(f"{where}: middle={a['middle']!r}: give middle conv layers 2, 3 or 4, joined by '+'.")
   overrides = {"model.input_size": CROP, "data.crop_size": CROP, "data.image_size": IMAGE,
                "model.fc_features": FC, "model.init_std": a["init_std"], "optim.lr": a["lr"],
-               "optim.schedule": "steps", "optim.step_epochs": drops,
+               # runlocal's 20 steps have no room for the drops: they run at a constant rate.
+               "optim.schedule": "constant" if a["runlocal"] else "steps",
+               "optim.step_epochs": () if a["runlocal"] else drops,
                # Per-epoch validation on the center crop (a tenth of the cost); crops=ten below
                # still gives the final test both the center crop and the paper's 10 crops.
                "data.val_crops": "center"}

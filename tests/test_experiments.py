@@ -76,3 +76,14 @@ def test_figure1_is_a_four_layer_net_without_regularisation_on_an_lr_grid():
   assert params["fc6"]["kernel"].shape == (2 * 2 * 96, 10)
   with pytest.raises(sweep.SweepError, match="lrs"):
     sweep.load_sweep(str(REPO / "experiments/fmnist_figure1.py:lrs=fast"))
+
+
+@pytest.mark.parametrize("path", sorted(p.name for p in (REPO / "experiments").glob("*.py")))
+def test_every_sweep_file_resolves_with_runlocal(path):
+  # `runlocal` is how people try a sweep before spending hours on it: every run's config must
+  # build and validate (the like-for-like sweep's LR drops once fell past runlocal's one epoch).
+  runs = sweep.load_sweep(str(REPO / "experiments" / path) + ":runlocal")
+  assert runs
+  for r in runs:
+    c = sweep.resolve(r)
+    assert 0 < c.max_steps <= 20  # each config's runlocal caps the run at a few steps

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from alexnet_jax import report
+from alexnet_jax import report, sweep
 from alexnet_jax.report import plots, runs as runs_lib, speedup as speedup_lib, stats
 from test_launch_report import fake_run
 
@@ -105,6 +105,39 @@ def test_figure1_lr_grid_keeps_each_nets_fastest_rate(tmp_path):
   assert row["verdict"] in ("held", "same direction, not resolved")
   assert "not Figure 1's protocol" not in row["expected"]
   assert "**0.03**" in rep["markdown"]
+
+
+def test_figure1_two_stage_grid_compares_rates_on_their_shared_seed(tmp_path):
+  # Stage 1: every rate on seed 0; stage 2: seeds 1-2 at each activation's seed-0 winner. The
+  # winner's later seeds are slower (tau grows with the seed), so its 3-seed mean is worse than a
+  # losing rate's lone seed 0: only a comparison on the shared seed keeps the stage-1 choice.
+  root = tmp_path / "fig1"
+  taus = {("relu", 0.01): 1.0, ("relu", 0.03): 1.05, ("tanh", 0.01): 4.0, ("tanh", 0.03): 4.2}
+  chosen = {"relu": 0.01, "tanh": 0.01}
+  for (act, lr), tau in taus.items():
+    for s in range(3) if lr == chosen[act] else (0,):
+      wd = fake_run(root, f"{act}_lr{lr}.s{s}", f"act={act},dropout=0,aug=0,pca=0,seed={s}",
+                    tau=tau * (1 + 0.1 * s), epochs=20)
+      cfg = json.loads((wd / "config.json").read_text())
+      cfg["optim"].update(lr=lr, weight_decay=0.0)
+      (wd / "config.json").write_text(json.dumps(cfg))
+  groups = runs_lib.group_runs(runs_lib.discover([str(root)]), baseline=None)
+  late = speedup_lib._mean_epochs(groups["relu_lr0.01"], 0.25)
+  assert late > speedup_lib._mean_epochs(groups["relu_lr0.03"], 0.25)  # the trap is armed
+  assert speedup_lib.relu_tanh_pairs(groups) == [("relu_lr0.01", "tanh_lr0.01")]
+  (sp,) = speedup_lib.speedup(groups, [("relu_lr0.01", "tanh_lr0.01")], 0.25)
+  assert sp["per_seed"].n == 3  # the ratio uses every seed of the chosen rates
+
+
+def test_figure1_sweep_runs_the_grid_on_seed_0_and_the_chosen_rates_after():
+  spec = str(REPO / "experiments/fmnist_figure1.py")
+  grid = sweep.load_sweep(spec + ":seeds=3,lrs=0.001+0.002")
+  assert len(grid) == 2 * 2 * 3  # no choice given: every seed at every rate
+  staged = [r.name for r in sweep.load_sweep(spec + ":seeds=3,lrs=0.001+0.002,relu_lr=0.001,tanh_lr=0.002")]
+  assert staged == ["relu_lr0.001.s0", "relu_lr0.002.s0", "tanh_lr0.001.s0", "tanh_lr0.002.s0",
+                    "relu_lr0.001.s1", "tanh_lr0.002.s1", "relu_lr0.001.s2", "tanh_lr0.002.s2"]
+  with pytest.raises(sweep.SweepError, match="give both"):
+    sweep.load_sweep(spec + ":relu_lr=0.001")
 
 
 def test_group_curve_averages_only_where_every_seed_has_logged():
