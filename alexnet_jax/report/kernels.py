@@ -101,9 +101,14 @@ def plot_kernels(run: str | pathlib.Path, out: str | pathlib.Path | None = None,
   name, kernels = first_conv(params)
   towers = kernels.shape[0]
   plt = plots._plt()
-  fig, axes = plt.subplots(towers, 1, figsize=(10, 2.6 * towers + 0.6), squeeze=False)
+  grids = [kernel_grid(kernels[t]) for t in range(towers)]
+  # Each panel's height follows its grid's aspect (a strip of 16 small kernels is ~8x wider than
+  # tall), plus room for the titles; a fixed height left most of the page blank.
+  width = 10.0
+  panel = width * grids[0].shape[0] / grids[0].shape[1]
+  fig, axes = plt.subplots(towers, 1, figsize=(width, towers * (panel + 0.45) + 0.5), squeeze=False)
   for t, ax in enumerate(axes[:, 0]):
-    img = kernel_grid(kernels[t])
+    img = grids[t]
     ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest", vmin=0, vmax=1)
     ax.set_axis_off()
     ax.set_title(f"tower {t + 1}: {kernels.shape[-1]} kernels of {kernels.shape[1]}×{kernels.shape[2]}"
