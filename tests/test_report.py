@@ -222,3 +222,27 @@ def test_valid_json_of_the_wrong_shape_is_left_out_with_a_warning(tmp_path):
                       text=True, timeout=300)
   assert rc.returncode == 0, rc.stderr[-2000:]
   assert "odd/final.json" in rc.stderr
+
+
+def test_eval_mode_training_error_reaches_the_results_table_and_the_export(tmp_path):
+  # alexnet_jax.evaluate writes <run>/eval/train-center.json; the results table shows it beside
+  # the val error (mean over seeds) and --export carries it with the raw files.
+  root = tmp_path / "runs"
+  for s, err in enumerate((0.10, 0.14)):
+    wd = fake_run(root, f"full.s{s}", f"seed={s}")
+    (wd / "eval").mkdir()
+    (wd / "eval" / "train-center.json").write_text(json.dumps(
+        {"split": "train", "crops": "center", "step": 40, "examples": 100, "loss": 0.3, "top1_err": err,
+         "top5_err": 0.0}))
+  fake_run(root, "no_lrn.s0", "lrn=0,seed=0")  # not evaluated: its cell stays empty
+  dest = tmp_path / "export"
+  rep = report.make_report([str(root)], out=str(tmp_path / "rep"), export=str(dest), plots=False)
+  with open(rep["out"] / "results.csv") as f:
+    rows = {r["run"]: r for r in csv.DictReader(f)}
+  assert float(rows["full"]["train_eval_top1_mean"]) == pytest.approx(12.0)
+  assert rows["full"]["train_eval_seeds"] == "2" and rows["no_lrn"]["train_eval_seeds"] == "0"
+  assert "Train top-1 (eval mode)" in rep["markdown"] and "12.00 ± 2.83" in rep["markdown"]
+  assert (dest / "full.s1" / "eval" / "train-center.json").read_text() == (
+      root / "full.s1" / "eval" / "train-center.json").read_text()
+  again = {r.name: r for r in runs_lib.discover([str(dest)])}
+  assert again["full.s1"].evals["train-center"]["top1_err"] == 0.14

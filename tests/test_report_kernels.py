@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from alexnet_jax import checkpoint, optim, sweep
+from alexnet_jax import checkpoint, evaluate, optim, sweep
 from alexnet_jax import step as step_lib
 from alexnet_jax.models import AlexNet, ModelSpec
 from alexnet_jax.report import kernels
@@ -28,7 +28,7 @@ def _run_with_checkpoint(wd, variant=""):
 
 def test_figure3_draws_each_towers_first_layer_kernels(tmp_path):
   want = _run_with_checkpoint(tmp_path / "run")
-  params, cfg, step = kernels.load_params(tmp_path / "run")
+  params, cfg, step = evaluate.restore_params(tmp_path / "run")
   assert step == 12 and cfg["model"]["towers"] == 2
   name, got = kernels.first_conv(params)
   assert name == "conv1" and got.shape == (2, 5, 5, 1, 16) and np.array_equal(got, want)
@@ -43,7 +43,7 @@ def test_figure3_draws_each_towers_first_layer_kernels(tmp_path):
 
 def test_one_tower_run_and_errors(tmp_path, capsys):
   _run_with_checkpoint(tmp_path / "one", "towers=1")
-  params, _, _ = kernels.load_params(tmp_path / "one")
+  params, _, _ = evaluate.restore_params(tmp_path / "one")
   assert kernels.first_conv(params)[1].shape == (1, 5, 5, 1, 16)
   (tmp_path / "empty").mkdir()
   assert kernels.main([str(tmp_path / "empty")]) == 2

@@ -240,10 +240,11 @@ def train_batches(config, start_step: int = 0, process_index: int = 0,
 
 def eval_batches(config, split: str = "val", process_index: int = 0,
                  process_count: int = 1) -> Iterator[dict]:
-  """One pass over `split` ('val' or 'test'), padded so that every process yields as many
-  batches; `mask` is 1 on real examples and 0 on padding (and on unreadable images)."""
-  if split not in ("val", "test"):
-    raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+  """One pass over `split` ('val', 'test', or 'train': the training range as trained, in eval
+  mode), padded so that every process yields as many batches; `mask` is 1 on real examples
+  and 0 on padding (and on unreadable images)."""
+  if split not in ("train", "val", "test"):
+    raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
   source = sources.open_source(config)
   splits = sources.resolve_splits(config, source)
   r = getattr(splits, split)

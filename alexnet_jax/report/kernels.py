@@ -11,63 +11,12 @@ colour-specific); here each tower gets its own panel, each kernel scaled to its 
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import sys
 
-import ml_collections
 import numpy as np
 
 from alexnet_jax.report import plots
-
-
-def load_params(run: str | pathlib.Path, step: int | None = None) -> tuple[dict, dict, int]:
-  """(params as NumPy arrays, config dict, step) of a run's checkpoint."""
-  import jax
-
-  from alexnet_jax import checkpoint, optim
-  from alexnet_jax import step as step_lib
-  from alexnet_jax.models import AlexNet, ModelSpec
-
-  run = pathlib.Path(run)
-  try:
-    cfg = json.loads((run / "config.json").read_text())
-  except (OSError, ValueError) as e:
-    raise ValueError(f"{run}/config.json: cannot read the run's config ({e}); is {run} a run workdir?") from None
-  config = ml_collections.ConfigDict(cfg)
-  ckpt = checkpoint.Checkpointer(str(run / "checkpoints"), async_save=False)
-  try:
-    step = ckpt.latest_step() if step is None else step
-    if step is None:
-      raise ValueError(f"{run}/checkpoints holds no checkpoint yet.")
-    spec = ModelSpec.from_config(config.model)
-    model = AlexNet(spec)
-    size = config.model.input_size
-    err = None
-    # config.json does not record the images' channels (they come from the dataset), and the
-    # restore target must have the saved shapes: the likelier count first, then the other.
-    d = cfg.get("data") or {}
-    if d.get("channel_mean"):
-      order = (len(d["channel_mean"]),)
-    else:
-      order = (1, 3) if "mnist" in str(d.get("dataset")) else (3, 1)
-    for channels in order:
-      def init(channels=channels):
-        rng = jax.random.PRNGKey(0)
-        params = model.init({"params": rng}, jax.numpy.zeros((1, size, size, channels)), train=False)["params"]
-        return step_lib.init_state(model, optim.make_optimizer(config.optim, params), rng, (size, size, channels))
-
-      device = jax.devices("cpu")[0]
-      one = jax.sharding.SingleDeviceSharding(device)
-      abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one), jax.eval_shape(init))
-      try:
-        state, _ = ckpt.restore(abstract, step)
-        return jax.tree.map(np.asarray, jax.device_get(state.params)), cfg, step
-      except ValueError as e:  # Shape mismatch: the other channel count.
-        err = e
-    raise ValueError(f"{run}: checkpoint {step} does not match its config.json ({err}).")
-  finally:
-    ckpt.close()
 
 
 def first_conv(params: dict) -> tuple[str, np.ndarray]:
@@ -97,7 +46,9 @@ def kernel_grid(kernels: np.ndarray, cols: int | None = None, pad: int = 1) -> n
 
 
 def plot_kernels(run: str | pathlib.Path, out: str | pathlib.Path | None = None, step: int | None = None):
-  params, cfg, step = load_params(run, step)
+  from alexnet_jax.evaluate import restore_params  # JAX and orbax load only to draw
+
+  params, cfg, step = restore_params(run, step)
   name, kernels = first_conv(params)
   towers = kernels.shape[0]
   plt = plots._plt()

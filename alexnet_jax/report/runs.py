@@ -23,6 +23,7 @@ CROPS = ("center", "ten")
 CROP_LABEL = {"center": "center", "ten": "10 crops"}
 SKIP_DIRS = {"checkpoints", "tb", "report"}
 RAW_FILES = ("config.json", "metrics.jsonl", "final.json", "provenance.json")
+EVAL_DIR = "eval"  # alexnet_jax.evaluate's results, exported with the raw files
 # Groups in the order the paper discusses them; others follow by name.
 GROUP_ORDER = ("full", "relu", "no_lrn", "pool_2x2", "one_tower", "no_pca", "no_dropout", "no_aug",
                "no_conv2", "no_conv3", "no_conv4", "tanh")
@@ -35,6 +36,9 @@ class RunData:
   config: dict | None
   final: dict | None
   rows: dict  # kind -> list of rows, sorted by step
+  # "<split>-<crops>" -> a post-hoc evaluation of the run's checkpoint (alexnet_jax.evaluate),
+  # e.g. "train-center": the training error in eval mode, which says whether a net overfits.
+  evals: dict = dataclasses.field(default_factory=dict)
 
   @property
   def group(self) -> str:
@@ -170,9 +174,14 @@ def read_run(path: str | os.PathLike, name: str | None = None) -> RunData:
     rows[kind].sort(key=lambda r: (r.get("step") or 0, r.get("wall_time") or 0))
   config = _read_json(path / "config.json")
   final = _read_json(path / "final.json")
+  evals = {}
+  for f in sorted((path / EVAL_DIR).glob("*.json")):
+    got = _read_json(f)
+    if _checked(f, got, isinstance(got, dict) and _number(got.get("top1_err"))) is not None:
+      evals[f.stem] = got
   return RunData(name or path.name, path,
                  _checked(path / "config.json", config, isinstance(config, dict)),
-                 _checked(path / "final.json", final, _final_ok(final)), rows)
+                 _checked(path / "final.json", final, _final_ok(final)), rows, evals)
 
 
 def _is_run(p: pathlib.Path) -> bool:
@@ -272,7 +281,8 @@ def export(runs: list[RunData], dest: str | os.PathLike) -> list[pathlib.Path]:
   """Copies each run's raw files (not checkpoints or TensorBoard) to `dest/<run name>/`."""
   written = []
   for r in runs:
-    for name in RAW_FILES:
+    evals = sorted(p.relative_to(r.path).as_posix() for p in (r.path / EVAL_DIR).glob("*.json"))
+    for name in (*RAW_FILES, *evals):
       src = r.path / name
       if src.is_file():
         target = pathlib.Path(dest) / r.name / name

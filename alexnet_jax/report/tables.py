@@ -66,6 +66,9 @@ def results_table(groups, baseline):
   header = ["Model", "Dataset", "Seeds", "Status", "Top-1 (center)", "Top-5 (center)"]
   if has_ten:
     header += ["Top-1 (10 crops)", "Top-5 (10 crops)"]
+  has_fit = any("train-center" in r.evals for g in groups.values() for r in g)
+  if has_fit:
+    header += ["Train top-1 (eval mode)"]
   header += ["Val top-1 (latest)", "Paper top-1 / top-5"]
   md_rows, csv_rows, other_dataset = [], [], False
   for g, runs in groups.items():
@@ -81,6 +84,9 @@ def results_table(groups, baseline):
     row = [g, ds_cell, str(len(runs)), status, errs["center", "top1_err"].fmt(), errs["center", "top5_err"].fmt()]
     if has_ten:
       row += [errs["ten", "top1_err"].fmt(), errs["ten", "top5_err"].fmt()]
+    fit = stats.summarize([100.0 * r.evals["train-center"]["top1_err"] for r in runs if "train-center" in r.evals])
+    if has_fit:
+      row += [fit.fmt()]
     v = latest_val(runs)
     row += [v.fmt(), paper]
     md_rows.append(row)
@@ -90,7 +96,8 @@ def results_table(groups, baseline):
       key = f"{m.replace('_err', '')}_{crops}"
       c.update({f"{key}_mean": s.mean, f"{key}_std": s.std, f"{key}_min": s.min, f"{key}_max": s.max,
                 f"{key}_ci_low": s.ci and s.ci[0], f"{key}_ci_high": s.ci and s.ci[1]})
-    c.update(val_top1_latest_mean=v.mean, val_top1_latest_std=v.std,
+    c.update(train_eval_top1_mean=fit.mean, train_eval_top1_std=fit.std, train_eval_seeds=fit.n,
+             val_top1_latest_mean=v.mean, val_top1_latest_std=v.std,
              paper_top1=BASELINE_PAPER[2] if paper else None,
              paper_top5=BASELINE_PAPER[3] if paper else None)
     csv_rows.append(c)
@@ -103,7 +110,11 @@ def results_table(groups, baseline):
   notes = ["Errors in %, on the test split (`final.json`, or the test rows of `metrics.jsonl`); "
            "with several seeds, mean ± sample std (min/max and the 95% CI of the mean in results.csv). "
            "Val top-1 is the latest validation error, on the views the run validates with "
-           "(`data.eval_crops`: center or 10 crops), also for unfinished runs."]
+           "(`data.val_crops`, else `data.eval_crops`), also for unfinished runs."]
+  if has_fit:
+    notes.append("Train top-1 (eval mode): the final checkpoint on its own training images, center crop, "
+                 "dropout off (`python -m alexnet_jax.evaluate <runs> --split=train`); below the val "
+                 "error, the net fits its training set better than unseen images.")
   if other_dataset:
     notes.append("† Run on a different dataset than the paper's (ILSVRC-2012, `imagenet2012`): "
                  "compare the direction and rough size of differences, not the absolute errors.")
