@@ -246,3 +246,21 @@ def test_eval_mode_training_error_reaches_the_results_table_and_the_export(tmp_p
       root / "full.s1" / "eval" / "train-center.json").read_text()
   again = {r.name: r for r in runs_lib.discover([str(dest)])}
   assert again["full.s1"].evals["train-center"]["top1_err"] == 0.14
+
+
+def test_a_report_over_two_studies_compares_each_group_only_within_its_protocol(tmp_path):
+  # The like-for-like study (full, no_lrn; 4 epochs) and Figure 1's grid (1 epoch, no
+  # regularisation) reported together: the claims table has both, the ablation table only the
+  # groups trained like `full`, and a note names the others instead of printing their Δ.
+  abl, fig = tmp_path / "abl", tmp_path / "fig1"
+  for s in range(2):
+    fake_run(abl, f"full.s{s}", f"seed={s}", top1=0.12 + 0.01 * s)
+    fake_run(abl, f"no_lrn.s{s}", f"lrn=0,seed={s}", top1=0.13 + 0.01 * s)
+    for act, tau in (("relu", 0.1), ("tanh", 0.4)):
+      fake_run(fig, f"{act}_lr0.01.s{s}", f"act={act},dropout=0,aug=0,pca=0,epochs=1,seed={s}",
+               tau=tau * (1 + 0.1 * s), epochs=1)
+  rep = report.make_report([str(abl), str(fig)], out=str(tmp_path / "rep"), plots=False)
+  assert {c["run"] for c in rep["ablations"]} == {"no_lrn", "full"}  # full: the 10-crop row
+  assert {r["key"] for r in rep["claims"]} >= {"lrn", "figure1"}
+  md = rep["markdown"]
+  assert "Not compared with `full` (trained under another protocol: num_epochs, optim.schedule): relu_lr0.01, tanh_lr0.01" in md

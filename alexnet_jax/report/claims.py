@@ -104,6 +104,24 @@ class Comparison:
   p_holm: float | None = None  # Of the primary Δtop-1, when it is in the claims family.
 
 
+# What makes two groups different experiments rather than a switch and its baseline: a report
+# over several studies (the like-for-like ablations beside Figure 1's ReLU/tanh grid) compares
+# each group only with a baseline trained under the same protocol.
+PROTOCOL_FIELDS = ("data.dataset", "data.train_examples", "num_epochs", "optim.schedule")
+
+
+def other_protocol(groups: dict[str, list[RunData]], baseline: str) -> dict[str, list[str]]:
+  """{group: the protocol fields in which it differs from the baseline}, for groups that do."""
+  base = groups[baseline][0].config
+  out = {}
+  for g, runs in groups.items():
+    diff = config_diff(base, runs[0].config)
+    fields = [f for f in PROTOCOL_FIELDS if diff and f in diff]
+    if fields:
+      out[g] = fields
+  return out
+
+
 def compare(groups: dict[str, list[RunData]], baseline: str) -> list[Comparison]:
   """Every group against the baseline, plus what 10-crop testing buys the baseline."""
   base = groups[baseline]

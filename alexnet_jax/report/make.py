@@ -49,7 +49,10 @@ def make_report(paths: list[str], out: str | None = None, runs: str | None = Non
   res_md, res_csv, res_notes = tables.results_table(groups, baseline)
   pairs = speedup_lib.relu_tanh_pairs(groups, threshold)
   sp = speedup_lib.speedup(groups, pairs, threshold)
-  comparisons = claims_lib.compare(groups, baseline) if baseline in groups else []
+  apart = claims_lib.other_protocol(groups, baseline) if baseline in groups else {}
+  # The ablation table, its Δ curves and the error curves hold the baseline's own experiment.
+  comparable = {g: rs for g, rs in groups.items() if g not in apart}
+  comparisons = claims_lib.compare(comparable, baseline) if baseline in groups else []
   view = claims_lib.primary_view(groups, baseline)
   # Figure 1's protocol is ReLU vs tanh without regularisation; an ablation sweep's `tanh` group
   # (regularised, shared LR) is compared on test error in its own row instead.
@@ -86,16 +89,22 @@ def make_report(paths: list[str], out: str | None = None, runs: str | None = Non
   md += [f"## Ablations: each switch against `{baseline}`", ""]
   if abl_md:
     md += [abl_md, ""]
+  if apart:
+    by_fields = {}
+    for g, fields in apart.items():
+      by_fields.setdefault(", ".join(fields), []).append(g)
+    abl_notes = abl_notes + [f"Not compared with `{baseline}` (trained under another protocol: {f}): "
+                             + ", ".join(gs) for f, gs in by_fields.items()]
   md += [f"- {n}" for n in abl_notes] + [""]
   if sp:
     section("ReLU vs tanh (the paper's Figure 1)", tables.speedup_table(sp), "speedup.csv")
   if plots:
     md += ["## Curves", ""]
     for axis in ("epoch", "wall_time"):
-      got = plots_lib.plot_curves(groups, baseline, out_dir, axis, yscale)
+      got = plots_lib.plot_curves(comparable, baseline, out_dir, axis, yscale)
       written += got
       md.append(f"![error vs {axis}]({got[0].name})")
-    got = plots_lib.plot_delta_curves(groups, baseline, out_dir)
+    got = plots_lib.plot_delta_curves(comparable, baseline, out_dir)
     written += got
     if got:
       md.append(f"![validation error against {baseline}]({got[0].name})")
