@@ -5,9 +5,12 @@ r"""`paper_ablations` on Fashion-MNIST with the small AlexNet: the same switches
     python -m alexnet_jax.report runs/fmnist_ablations_e4   # mean ± spread and paired p over seeds
     tensorboard --logdir runs/fmnist_ablations_e4
 
-That is the run behind experiments/results/fmnist_ablations_e4 (27 runs, about 2 hours on a
-2-core CPU): 4 epochs with the LR divided by 10 after epoch 3, so every run is annealed at
-the same point and seed noise shrinks enough to read sub-point effects.
+That sweep gave the first Fashion-MNIST results (27 runs, about 2 hours on a 2-core CPU: 4
+epochs, the LR divided by 10 after epoch 3). They were removed from experiments/results when the
+like-for-like study replaced them (experiments/fmnist_like_for_like.py; git show d2bfe8a:
+experiments/results/README.md has them): their raw runs were never committed, and on the small
+net 2x2 pooling and one tower are not like-for-like comparisons (see that file's docstring).
+This file stays as the quick way to run every switch on the README's main-job net.
 
 Reproduces the direction and rough size of the paper's ablation deltas (3.2 two towers
 1.7/1.2, 3.3 LRN 1.4/1.2, 3.4 overlapping pools 0.4/0.3, 4.1 PCA colour noise >1 top-1,
