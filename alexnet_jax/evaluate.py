@@ -10,8 +10,8 @@ training range as trained (`data.train_examples` honoured) through the evaluatio
 
 Writes `<run>/eval/<split>-<crops>.json`: {"split", "crops", "step", "examples", "loss",
 "top1_err", "top5_err"}. The report reads these files (train error in eval mode beside val) and
-`report --export` copies them with the raw runs. A run whose file is newer than its latest
-checkpoint is skipped, so the command can be rerun over a growing sweep.
+`report --export` copies them with the raw runs. A run whose file already holds its latest
+checkpoint's step is skipped, so the command can be rerun over a growing sweep.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import pathlib
 import sys
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -33,7 +32,6 @@ from alexnet_jax import config as config_lib
 from alexnet_jax import step as step_lib
 from alexnet_jax.models import AlexNet, ModelSpec
 
-log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 
 
@@ -80,7 +78,6 @@ def restore_params(run: str | pathlib.Path, step: int | None = None) -> tuple[di
     ckpt.close()
 
 
-
 def eval_path(run: str | os.PathLike, split: str, crops: str) -> pathlib.Path:
   return pathlib.Path(run) / "eval" / f"{split}-{crops}.json"
 
@@ -109,7 +106,7 @@ def evaluate_run(run: str | os.PathLike, split: str = "train", crops: str = "cen
   sums = None
   for batch in data.eval_batches(config, split=split):
     m = eval_step(params, batch)
-    sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
+    sums = step_lib.add_sums(sums, m)
   if sums is None:
     raise ValueError(f"{run}: the {split} split is empty.")
   host = jax.device_get(sums)

@@ -220,7 +220,7 @@ def evaluate(config: ml_collections.ConfigDict, params, crops=("center", "ten"))
     sums = None
     for batch in data.eval_batches(view_config, split="val"):
       m = eval_step(params, batch)
-      sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
+      sums = step_lib.add_sums(sums, m)
     results[view] = step_lib.means(jax.device_get(sums))
     logging.info("%s: %s", view, results[view])
   return results

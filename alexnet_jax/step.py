@@ -109,6 +109,11 @@ def make_eval_step(model: AlexNet, reduce_metrics: Callable = lambda m: m):
   return eval_step
 
 
+def add_sums(sums, metric_sums):
+  """Running total of steps' metric sums (None before the first step), on the device."""
+  return metric_sums if sums is None else jax.tree.map(jnp.add, sums, metric_sums)
+
+
 def means(metric_sums) -> dict[str, float]:
   """Host-side: turns accumulated sums into per-example means."""
   count = float(metric_sums["count"])

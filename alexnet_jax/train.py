@@ -106,7 +106,7 @@ def evaluate(eval_step, params, config, split: str, mesh, stop=None) -> dict[str
     if stop is not None and stop.requested(sync_point=i % 16 == 0):
       return None
     m = eval_step(params, mesh_lib.put_batch(batch, mesh))
-    sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
+    sums = step_lib.add_sums(sums, m)
   return step_lib.means(jax.device_get(sums))
 
 
@@ -246,8 +246,8 @@ def _train(config, workdir, mesh, info, is_chief, stop, force_config_change):
           save(step, force=True)
         raise interrupted(step) from None
       state, m = train_step(state, mesh_lib.put_batch(batch, mesh), np.float32(lr))
-      window = m if window is None else jax.tree.map(jnp.add, window, m)
-      epoch_sums = m if epoch_sums is None else jax.tree.map(jnp.add, epoch_sums, m)
+      window = step_lib.add_sums(window, m)
+      epoch_sums = step_lib.add_sums(epoch_sums, m)
       loss_since_save = loss_since_save + m["loss"]
       step += 1
       wall_time += time.time() - t0

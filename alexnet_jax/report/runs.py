@@ -281,8 +281,7 @@ def export(runs: list[RunData], dest: str | os.PathLike) -> list[pathlib.Path]:
   """Copies each run's raw files (not checkpoints or TensorBoard) to `dest/<run name>/`."""
   written = []
   for r in runs:
-    evals = sorted(p.relative_to(r.path).as_posix() for p in (r.path / EVAL_DIR).glob("*.json"))
-    for name in (*RAW_FILES, *evals):
+    for name in (*RAW_FILES, *(f"{EVAL_DIR}/{k}.json" for k in sorted(r.evals))):
       src = r.path / name
       if src.is_file():
         target = pathlib.Path(dest) / r.name / name
