@@ -126,7 +126,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.batch_size = 128
   c.num_epochs = 90
   c.eval_batch_size = 256
-  c.eval_every_epochs = 1
+  c.eval_every_epochs = 1  # Validation (and its checkpoint) every N epochs, and after the last.
+  # Also evaluate the training range in eval mode at each evaluation (`train_eval` rows): the
+  # training error without dropout or augmentation, which shows overfitting. Costs one pass
+  # over the training range per evaluation, so it suits training subsets.
+  c.eval_train = False
   c.log_every_steps = 50
   c.checkpoint_every_steps = 2000
   c.keep_checkpoints = 2
@@ -242,6 +246,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config.optim.bias_lr_mult={c.optim.bias_lr_mult} must be > 0.")
   if c.batch_size < 1 or c.eval_batch_size < 1:
     raise ConfigError("config.batch_size and config.eval_batch_size must be >= 1.")
+  if c.eval_every_epochs < 1:
+    raise ConfigError(f"config.eval_every_epochs={c.eval_every_epochs} must be >= 1 (1: every epoch).")
   for field in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
     # 0 would divide by zero after compilation (the step counters) or, for keep_checkpoints,
     # let orbax delete every checkpoint it writes.

@@ -27,7 +27,7 @@ from alexnet_jax import files
 
 METRICS_FILE = "metrics.jsonl"
 TB_DIR = "tb"
-_KINDS = ("train", "train_epoch", "val", "test")
+_KINDS = ("train", "train_epoch", "train_eval", "val", "test")
 _file_ids = itertools.count()
 
 
@@ -147,7 +147,7 @@ class _EventFile:
 class MetricWriter:
   """Writes metric rows to `workdir/metrics.jsonl` and TensorBoard (`workdir/tb/`).
 
-  Rows are dicts with at least "kind" (train/train_epoch/val/test) and "step". Every
+  Rows are dicts with at least "kind" (train/train_epoch/train_eval/val/test) and "step". Every
   numeric field also goes to TensorBoard as the scalar f"{kind}/{key}" at `step`; rows of
   a multi-view evaluation (crops other than "center") use f"{kind}_{crops}/{key}" so the
   center and ten-crop test results of the same step do not overwrite each other.

@@ -217,7 +217,8 @@ def _train(config, workdir, mesh, info, is_chief, stop, force_config_change):
     # after a resume average the same steps as an uninterrupted run's.
     checkpointer.save(step, state, {"wall_time": wall_time, "policy": policy.state_dict(),
                                     "epoch_sums": _host_sums(epoch_sums),
-                                    "window_sums": _host_sums(window), "last_val": last_val},
+                                    "window_sums": _host_sums(window), "last_val": last_val,
+                                    "last_train_eval": last_train_eval},
                       force=force, data_iterator=batches)
 
   def interrupted(step):
@@ -229,6 +230,7 @@ def _train(config, workdir, mesh, info, is_chief, stop, force_config_change):
   epoch_sums = host["epoch_sums"]
   window = host.get("window_sums")
   last_val = host.get("last_val")
+  last_train_eval = host.get("last_train_eval")
   loss_since_save = 0.0  # A device scalar between saves: checking it costs no per-step sync.
   progress = metrics_lib.Progress(total_steps, start_step, config.batch_size)
   t_window = time.time()
@@ -269,11 +271,26 @@ def _train(config, workdir, mesh, info, is_chief, stop, force_config_change):
         if step % config.log_every_steps == 0:  # At an early stop, the window goes on in the
           window, t_window = None, time.time()  # checkpoint: a longer run continues it.
 
+      # Evaluations (and the checkpoints that go with them) every `eval_every_epochs` epochs
+      # and at the last one: a study of 1,000 images x 100 epochs would otherwise spend more
+      # time validating 6,000 images each epoch than training.
+      eval_epoch = step % spe == 0 and (round(epoch) % config.eval_every_epochs == 0
+                                        or step == total_steps)
       if step % spe == 0:
         means = step_lib.means(jax.device_get(epoch_sums))
         writer.write({"kind": "train_epoch", "step": step, "epoch": epoch, "lr": lr,
                       "wall_time": wall_time, **means})
         epoch_sums = None
+      if eval_epoch:
+        if config.eval_train:
+          # Training error in eval mode (center crop, no dropout, no noise) over the training
+          # range as trained: the `train` rows are measured with dropout and augmentation on,
+          # so only this row shows whether, and when, a net fits its training set beyond
+          # its validation error.
+          last_train_eval = evaluate(eval_step, state.params, val_config, "train", mesh)
+          writer.write({"kind": "train_eval", "step": step, "epoch": epoch, "lr": lr,
+                        "crops": val_config.data.eval_crops, "wall_time": wall_time,
+                        **last_train_eval})
         if info.num_val:
           last_val = evaluate(eval_step, state.params, val_config, "val", mesh)
           writer.write({"kind": "val", "step": step, "epoch": epoch, "lr": lr,
@@ -297,6 +314,8 @@ def _train(config, workdir, mesh, info, is_chief, stop, force_config_change):
     checkpointer.wait()
     final = {"step": step, "epoch": step / spe, "wall_time": wall_time, "val": last_val,
              "test": {}}
+    if config.eval_train:
+      final["train_eval"] = last_train_eval
     if config.data.test_split:
       views = ["center", "ten"] if config.data.eval_crops == "ten" else ["center"]
       for crops in views:

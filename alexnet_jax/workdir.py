@@ -36,7 +36,7 @@ FINAL_FILE = "final.json"
 # a new field is safe by default until someone decides it may change mid-run.
 MAY_CHANGE = frozenset({
     "num_epochs", "max_steps", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
-    "eval_batch_size", "eval_every_epochs", "optim.lr", "optim.weight_decay",
+    "eval_batch_size", "eval_every_epochs", "eval_train", "optim.lr", "optim.weight_decay",
     "optim.plateau_factor", "optim.plateau_patience", "optim.plateau_min_delta",
     "optim.plateau_max_drops", "optim.step_epochs", "optim.warmup_epochs",
     "optim.plateau_threshold",

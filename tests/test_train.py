@@ -241,3 +241,22 @@ def test_small_model_learns_fashion_mnist(tmp_path):
   assert rows[-1]["loss"] < 0.6 * rows[0]["loss"]
   # 150 steps of 64 images see a sixth of one epoch; chance is 90% error.
   assert final["test"]["center"]["top1_err"] < 0.4
+
+
+def test_eval_every_epochs_and_train_eval_rows(folder, tmp_path):
+  """Validation every 2 epochs and after the last; `train_eval` rows at the same steps, equal
+  to evaluating the final checkpoint on the training range through alexnet_jax.evaluate."""
+  from alexnet_jax import evaluate as evaluate_lib
+  c = tiny_config(folder, str(tmp_path / "tfds"))
+  c.eval_every_epochs = 2
+  c.eval_train = True
+  workdir = str(tmp_path / "run")
+  final = train.train_and_evaluate(c, workdir)
+  rows = read_metrics(workdir)
+  epochs = lambda kind: [round(r["epoch"]) for r in rows if r["kind"] == kind]
+  assert epochs("train_epoch") == [1, 2, 3]
+  assert epochs("val") == epochs("train_eval") == [2, 3]
+  last = [r for r in rows if r["kind"] == "train_eval"][-1]
+  again = evaluate_lib.evaluate_run(workdir, "train", "center")
+  for k in ("loss", "top1_err", "top5_err"):
+    assert last[k] == pytest.approx(again[k], rel=1e-5) == final["train_eval"][k]
